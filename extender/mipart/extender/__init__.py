@@ -1,0 +1,1 @@
+"""The mipart scheduler extender, admission webhook and controller (cluster side)."""
