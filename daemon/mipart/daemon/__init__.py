@@ -1,0 +1,1 @@
+"""The mipart node daemon: owns a node's MI300X partitions and serves them over gRPC."""

@@ -1,0 +1,140 @@
+"""``mipart-daemon``: the node agent. Owns this node's MI300X partitions through amdsmi and
+serves them over gRPC (NodeService)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import sys
+import threading
+from pathlib import Path
+
+import structlog
+from prometheus_client import start_http_server
+
+from mipart.daemon import logs
+from mipart.daemon.manager.manager import PartitionManager
+from mipart.daemon.manager.store import StateStore
+from mipart.daemon.metrics import DaemonMetrics
+from mipart.daemon.server.transport import ConfigError, TlsFiles, serve
+
+DEFAULT_SOCKET = "/run/mipart/node.sock"
+log = structlog.get_logger("mipart.daemon")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="mipart-daemon",
+        description=(
+            "Manage this node's MI300X compute (SPX/DPX/QPX/CPX) and memory (NPS1/NPS2/NPS4) "
+            "partitions through amdsmi, and serve them over gRPC. amdsmi loads "
+            "$ROCM_PATH/lib/libamd_smi.so: a ROCm install, or hack/amdsmi-emulator/build."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--socket", metavar="PATH", help=f"unix socket (default {DEFAULT_SOCKET})")
+    where.add_argument(
+        "--listen", metavar="ADDR", help="unix:///path or tcp://host:port (TCP requires mTLS)"
+    )
+    p.add_argument("--tls-cert", type=Path, help="server certificate (PEM) for tcp://")
+    p.add_argument("--tls-key", type=Path, help="server key (PEM) for tcp://")
+    p.add_argument("--tls-client-ca", type=Path, help="CA that signs client certificates")
+    p.add_argument(
+        "--state-dir",
+        type=Path,
+        default=Path(os.environ.get("MIPART_STATE_DIR", "/var/lib/mipart")),
+        help="where the desired layout and in-flight changes are persisted",
+    )
+    p.add_argument("--node-name", default=os.environ.get("NODE_NAME", socket.gethostname()))
+    p.add_argument(
+        "--metrics-address",
+        default="127.0.0.1:9400",
+        help="host:port for Prometheus metrics, or 'off'",
+    )
+    p.add_argument(
+        "--poll-interval", type=float, default=2.0, help="seconds between hardware reads"
+    )
+    p.add_argument(
+        "--reload-estimate",
+        type=float,
+        default=140.0,
+        help="expected seconds of a driver reload, for progress reports (140 s on MI300X)",
+    )
+    p.add_argument("--log-format", choices=["auto", "json", "console"], default="auto")
+    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="info")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logs.configure(args.log_format, args.log_level)
+    tls_parts = (args.tls_cert, args.tls_key, args.tls_client_ca)
+    if any(tls_parts) and not all(tls_parts):
+        print(
+            "mipart-daemon: --tls-cert, --tls-key and --tls-client-ca go together", file=sys.stderr
+        )
+        return 2
+    tls = TlsFiles(*tls_parts) if all(tls_parts) else None
+    listen = args.listen or args.socket or DEFAULT_SOCKET
+
+    from mipart.daemon.hardware.amdsmi_backend import AmdSmiHardware  # noqa: PLC0415
+
+    try:
+        hardware = AmdSmiHardware()
+    except RuntimeError as err:
+        print(f"mipart-daemon: {err}", file=sys.stderr)
+        return 1
+    metrics = DaemonMetrics()
+    manager = PartitionManager(
+        hardware,
+        StateStore(args.state_dir / "state.json"),
+        reload_estimate_s=args.reload_estimate,
+        poll_interval_s=args.poll_interval,
+    )
+    manager.add_listener(metrics.observe_status)
+    manager.add_operation_listener(lambda op, last, s: metrics.observe_operation(op.kind, last, s))
+    manager.add_operation_listener(
+        lambda op, last, s: log.info(
+            "operation.done",
+            operation=op.id,
+            phase=last.phase.value,
+            seconds=round(s, 2),
+            message=last.message,
+        )
+    )
+    from mipart.daemon.server.service import NodeService  # noqa: PLC0415
+
+    try:
+        server, health = serve(NodeService(manager, args.node_name), listen, tls)
+    except ConfigError as err:
+        print(f"mipart-daemon: {err}", file=sys.stderr)
+        return 2
+    if args.metrics_address != "off":
+        host, _, port = args.metrics_address.rpartition(":")
+        start_http_server(int(port), addr=host or "127.0.0.1", registry=metrics.registry)
+    manager.start()
+    inventory = manager.status().inventory
+    log.info(
+        "daemon.serving",
+        listen=listen,
+        node=args.node_name,
+        gpus=0 if inventory is None else len(inventory.gpus),
+    )
+
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    stop.wait()
+    log.info("daemon.stopping")
+    health.enter_graceful_shutdown()
+    server.stop(grace=5).wait()
+    manager.stop()
+    hardware.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

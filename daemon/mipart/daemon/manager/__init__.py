@@ -1,0 +1,1 @@
+"""The partition manager: per-GPU state machine, node-wide memory changes, crash-safe intent."""

@@ -1,0 +1,1 @@
+"""The gRPC edge of the daemon: NodeService, health and reflection on a unix socket or mTLS TCP."""
