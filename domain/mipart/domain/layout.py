@@ -12,6 +12,7 @@ from mipart.domain.partitions import (
     auto_compute_mode,
     check_combination,
     is_compatible,
+    unsupported_memory_mode,
     valid_combinations,
 )
 
@@ -63,8 +64,7 @@ def check_memory_change(
     valid combinations instead of touching anything.
     """
     if caps is not None and target not in caps:
-        have = ", ".join(sorted(m.value for m in caps))
-        raise InvalidLayout(f"memory mode {target.value} is not supported by this node (supports {have})")
+        raise InvalidLayout(unsupported_memory_mode(target, caps))
     blocked = [(g, m) for g, m in sorted(current.compute.items()) if not is_compatible(m, target)]
     if blocked:
         gpus = ", ".join(f"gpu {g} is {m.value}" for g, m in blocked)

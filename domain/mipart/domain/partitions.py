@@ -74,7 +74,9 @@ def parse_compute_mode(value: str, *, field: str = "compute_partition") -> Compu
         return ComputeMode(value.strip().upper())
     except ValueError:
         allowed = ", ".join(m.value for m in ComputeMode)
-        raise InvalidLayout(f"{field}: {value!r} is not a compute mode; allowed: {allowed}") from None
+        raise InvalidLayout(
+            f"{field}: {value!r} is not a compute mode; allowed: {allowed}"
+        ) from None
 
 
 def parse_memory_mode(value: str, *, field: str = "memory_partition") -> MemoryMode:
@@ -82,7 +84,9 @@ def parse_memory_mode(value: str, *, field: str = "memory_partition") -> MemoryM
         return MemoryMode(value.strip().upper())
     except ValueError:
         allowed = ", ".join(m.value for m in MemoryMode)
-        raise InvalidLayout(f"{field}: {value!r} is not a memory mode; allowed: {allowed}") from None
+        raise InvalidLayout(
+            f"{field}: {value!r} is not a memory mode; allowed: {allowed}"
+        ) from None
 
 
 def is_compatible(
@@ -94,25 +98,26 @@ def is_compatible(
 def valid_combinations(caps: frozenset[MemoryMode] | None = None) -> list[str]:
     """Every compute+memory pair allowed, e.g. ``["SPX+NPS1", "DPX+NPS1", ...]``."""
     return [
-        f"{c.value}+{m.value}"
-        for c in ComputeMode
-        for m in MemoryMode
-        if is_compatible(c, m, caps)
+        f"{c.value}+{m.value}" for c in ComputeMode for m in MemoryMode if is_compatible(c, m, caps)
     ]
 
 
 def check_combination(
     compute: ComputeMode, memory: MemoryMode, caps: frozenset[MemoryMode] | None = None
 ) -> None:
-    """Raise InvalidLayout, naming the valid combinations, if ``compute`` cannot run under ``memory``."""
+    """Raise InvalidLayout, naming the valid combinations, unless ``compute`` runs in ``memory``."""
     if caps is not None and memory not in caps:
-        have = ", ".join(sorted(m.value for m in caps))
-        raise InvalidLayout(f"memory mode {memory.value} is not supported by this node (supports {have})")
+        raise InvalidLayout(unsupported_memory_mode(memory, caps))
     if not is_compatible(compute, memory, caps):
         raise InvalidLayout(
             f"{compute.value} cannot run with {memory.value}; valid combinations: "
             + ", ".join(valid_combinations(caps))
         )
+
+
+def unsupported_memory_mode(memory: MemoryMode, caps: frozenset[MemoryMode]) -> str:
+    have = ", ".join(sorted(m.value for m in caps))
+    return f"memory mode {memory.value} is not supported by this node (supports {have})"
 
 
 def auto_compute_mode(memory: MemoryMode) -> ComputeMode:
@@ -144,7 +149,9 @@ def memory_pool_id(gpu_index: int, pool: int) -> str:
     return f"gpu{gpu_index}-pool{pool}"
 
 
-def partitions_of(gpu_index: int, compute: ComputeMode, memory: MemoryMode) -> list[PartitionGeometry]:
+def partitions_of(
+    gpu_index: int, compute: ComputeMode, memory: MemoryMode
+) -> list[PartitionGeometry]:
     """The partitions a GPU has in ``compute`` mode under ``memory`` mode, in hardware order."""
     check_combination(compute, memory)
     count = compute.partition_count
