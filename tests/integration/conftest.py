@@ -1,0 +1,87 @@
+"""Fixtures for tests against the real control plane (tests/support/controlplane.py).
+
+One control plane per test session. A failed test gets the tails of the component logs in its
+report, next to the captured output.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Generator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support import kube
+from tests.support.binaries import REPO_ROOT, ensure_built, is_built
+from tests.support.controlplane import ControlPlane
+from tests.support.procs import wait_until
+
+_PLANE = pytest.StashKey[ControlPlane]()
+
+
+@pytest.fixture(scope="session")
+def control_plane(request: pytest.FixtureRequest) -> Iterator[ControlPlane]:
+    """The running control plane: `.kubeconfig`, `.api_url`, `.api_client()`, `.node_names`,
+    `.log_dir`, `.kubectl(...)`.
+
+    MIPART_TEST_CLUSTER_DIR: where its state and logs go (default .run/test-cluster, kept
+    after the run for reading); MIPART_TEST_NODES: how many fake MI300X nodes (default 3).
+    """
+    state_dir = Path(os.environ.get("MIPART_TEST_CLUSTER_DIR", REPO_ROOT / ".run" / "test-cluster"))
+    nodes = int(os.environ.get("MIPART_TEST_NODES", "3"))
+    plane = ControlPlane(state_dir)
+    request.config.stash[_PLANE] = plane
+    plane.start(nodes=nodes)
+    yield plane
+    plane.stop(keep_logs=True)
+
+
+@pytest.fixture(scope="session")
+def api(control_plane: ControlPlane) -> Any:
+    """A `kubernetes.client.ApiClient` with cluster-admin rights."""
+    return control_plane.api_client()
+
+
+@pytest.fixture
+def namespace(api: Any) -> Generator[str, None, None]:
+    """A fresh namespace whose `default` service account exists, so pods can be created."""
+    core = kube.core(api)
+    name = f"t-{uuid.uuid4().hex[:8]}"
+    core.create_namespace(body={"metadata": {"name": name}})
+    wait_until(
+        f"service account default in {name}",
+        lambda: core.read_namespaced_service_account("default", name) is not None,
+        timeout=60,
+    )
+    yield name
+    # The namespace controller deletes what is in it; nothing waits for that.
+    core.delete_namespace(name)
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Build the Kubernetes binaries before the first test when a collected test needs them.
+
+    Building inside the fixture would count against the first test's timeout (pyproject sets
+    300 s; a cold build takes longer), and pytest would swallow the progress.
+    """
+    if not any("control_plane" in getattr(item, "fixturenames", ()) for item in session.items):
+        return
+    if is_built():
+        return
+    capture = session.config.pluginmanager.getplugin("capturemanager")
+    with capture.global_and_fixture_disabled():
+        ensure_built()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
+    plane = item.config.stash.get(_PLANE, None)
+    if report.failed and plane is not None:
+        report.sections.append(("control plane logs (tails)", plane.log_tails()))
+    return report

@@ -1,0 +1,43 @@
+"""Handles on the kubernetes client's API groups, for code that speaks in plain manifests.
+
+The client accepts dicts wherever it takes a body (it serialises them as they are), but its
+type hints admit only its model classes. Manifests here are dicts, as they are in YAML, so the
+handles are typed Any rather than casting at every call.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from kubernetes import client, config
+
+
+def new_client(kubeconfig: Path) -> Any:
+    """A `kubernetes.client.ApiClient` for the identity in kubeconfig."""
+    make: Any = config.new_client_from_config
+    return make(config_file=str(kubeconfig))
+
+
+def core(api: Any) -> Any:
+    return client.CoreV1Api(api)
+
+
+def custom_objects(api: Any) -> Any:
+    return client.CustomObjectsApi(api)
+
+
+def coordination(api: Any) -> Any:
+    return client.CoordinationV1Api(api)
+
+
+def events(api: Any) -> Any:
+    return client.EventsV1Api(api)
+
+
+def rbac(api: Any) -> Any:
+    return client.RbacAuthorizationV1Api(api)
+
+
+def admission_registration(api: Any) -> Any:
+    return client.AdmissionregistrationV1Api(api)
