@@ -28,10 +28,10 @@ def control_plane(request: pytest.FixtureRequest) -> Iterator[ControlPlane]:
     `.log_dir`, `.kubectl(...)`.
 
     MIPART_TEST_CLUSTER_DIR: where its state and logs go (default .run/test-cluster, kept
-    after the run for reading); MIPART_TEST_NODES: how many fake MI300X nodes (default 3).
+    after the run for reading); MIPART_TEST_NODES: how many fake MI300X nodes (default 8).
     """
     state_dir = Path(os.environ.get("MIPART_TEST_CLUSTER_DIR", REPO_ROOT / ".run" / "test-cluster"))
-    nodes = int(os.environ.get("MIPART_TEST_NODES", "3"))
+    nodes = int(os.environ.get("MIPART_TEST_NODES", "8"))
     plane = ControlPlane(state_dir)
     request.config.stash[_PLANE] = plane
     plane.start(nodes=nodes)

@@ -26,6 +26,8 @@ class Ports:
     scheduler: int
     mipart_scheduler: int
     kwok: int
+    # Where mipart's kube-scheduler looks for its extender (the test starts one there).
+    extender: int
 
 
 def etcd(binaries: Binaries, ports: Ports, data_dir: Path) -> list[str]:

@@ -61,6 +61,7 @@ class ClusterInfo:
     executables: dict[str, str] = field(default_factory=dict)
     started_at: float = 0.0
     startup_seconds: float = 0.0
+    extender_port: int = 0
 
 
 class ControlPlane:
@@ -109,6 +110,20 @@ class ControlPlane:
             for name, path in self.logs().items()
         )
 
+    def service_account_kubeconfig(self, namespace: str, name: str, api: Any | None = None) -> Path:
+        """A kubeconfig that acts as a service account (a week-long token), so a component
+        runs with exactly the RBAC that manifests/ gives it."""
+        request = kube.core(api or self.api_client()).create_namespaced_service_account_token(
+            name, namespace, {"spec": {"expirationSeconds": 7 * 24 * 3600}}
+        )
+        return kubeconfig.write(
+            self.state_dir / f"{namespace}.{name}.kubeconfig",
+            server=self.api_url,
+            ca_cert=self._ca().cert,
+            user=name,
+            token=request.status.token,
+        )
+
     def issue_serving_cert(self, name: str) -> pki.KeyPair:
         """A serving certificate for 127.0.0.1 signed by the cluster CA (ca_cert), for a
         webhook or an extender that the apiserver or a scheduler calls over HTTPS."""
@@ -116,6 +131,11 @@ class ControlPlane:
             self._ca(), self.state_dir / "pki", name, common_name=name,
             server_names=("localhost",), server_ips=("127.0.0.1",),
         )  # fmt: skip
+
+    @property
+    def extender_port(self) -> int:
+        """The loopback port mipart's kube-scheduler calls its extender on."""
+        return self._info().extender_port
 
     @property
     def ca_cert(self) -> Path:
@@ -190,6 +210,7 @@ class ControlPlane:
             node_names=[kwok.node_name(i) for i in range(nodes)],
             bin_dir=str(binaries.bin_dir),
             started_at=time.time(),
+            extender_port=ports.extender,
         )
 
         def run(name: str, argv: list[str]) -> Process:
@@ -238,7 +259,7 @@ class ControlPlane:
         self._progress(f"creating {nodes} MI300X nodes")
         for name in self.node_names:
             kube.core(api).create_node(body=kwok.mi300x_node(name))
-        self._start_mipart_scheduler(api, binaries, ports, certs, run)
+        self._start_mipart_scheduler(api, binaries, ports, run)
         self._wait_until_working(api, ports)
 
     def _install_manifests(self) -> None:
@@ -256,25 +277,18 @@ class ControlPlane:
         api: Any,
         binaries: Binaries,
         ports: components.Ports,
-        certs: credentials.Pki,
         run: Callable[[str, list[str]], Process],
     ) -> None:
         """Run kube-scheduler with manifests/scheduler/scheduler-config.yaml as mipart's
         service account, so the RBAC in manifests/rbac/ is what lets it work."""
         config = _scheduler_config()
         namespace = config["leaderElection"]["resourceNamespace"]
-        request = kube.core(api).create_namespaced_service_account_token(
-            SCHEDULER_SERVICE_ACCOUNT, namespace, {"spec": {"expirationSeconds": 7 * 24 * 3600}}
-        )
-        sa_kubeconfig = kubeconfig.write(
-            self.state_dir / "mipart-scheduler.kubeconfig",
-            server=self.api_url,
-            ca_cert=certs.ca.cert,
-            user=SCHEDULER_SERVICE_ACCOUNT,
-            token=request.status.token,
-        )
-        # A copy of the manifest with this cluster's kubeconfig; the manifest stays as it is.
+        sa_kubeconfig = self.service_account_kubeconfig(namespace, SCHEDULER_SERVICE_ACCOUNT, api)
+        # A copy of the manifest with this cluster's kubeconfig and extender port; the
+        # manifest stays as it is.
         config["clientConnection"]["kubeconfig"] = str(sa_kubeconfig)
+        for extender in config.get("extenders", []):
+            extender["urlPrefix"] = f"http://127.0.0.1:{ports.extender}"
         config_copy = self.state_dir / "scheduler-config.yaml"
         config_copy.write_text(yaml.safe_dump(config, sort_keys=False))
         run(

@@ -10,12 +10,16 @@ import socket
 import sys
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import structlog
 from prometheus_client import start_http_server
 
-from mipart.daemon import logs
 from mipart.daemon.manager.manager import PartitionManager
+from mipart.runtime import logs
+
+if TYPE_CHECKING:
+    from mipart.daemon.kube.publisher import GpuNodePublisher
 from mipart.daemon.manager.store import StateStore
 from mipart.daemon.metrics import DaemonMetrics
 from mipart.daemon.server.transport import ConfigError, TlsFiles, serve
@@ -62,6 +66,18 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=140.0,
         help="expected seconds of a driver reload, for progress reports (140 s on MI300X)",
+    )
+    p.add_argument(
+        "--kubeconfig",
+        type=Path,
+        help="publish GPUNode status with this kubeconfig (in a cluster: the pod's service "
+        "account is used without this flag)",
+    )
+    p.add_argument(
+        "--heartbeat",
+        type=float,
+        default=20.0,
+        help="seconds between GPUNode status writes when nothing changes",
     )
     p.add_argument("--log-format", choices=["auto", "json", "console"], default="auto")
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="info")
@@ -116,6 +132,7 @@ def main(argv: list[str] | None = None) -> int:
         host, _, port = args.metrics_address.rpartition(":")
         start_http_server(int(port), addr=host or "127.0.0.1", registry=metrics.registry)
     manager.start()
+    publisher = _publisher(args, manager)
     inventory = manager.status().inventory
     log.info(
         "daemon.serving",
@@ -131,9 +148,26 @@ def main(argv: list[str] | None = None) -> int:
     log.info("daemon.stopping")
     health.enter_graceful_shutdown()
     server.stop(grace=5).wait()
+    if publisher is not None:
+        publisher.stop()
     manager.stop()
     hardware.close()
     return 0
+
+
+def _publisher(args: argparse.Namespace, manager: PartitionManager) -> GpuNodePublisher | None:
+    """Publish to Kubernetes when given a kubeconfig or running in a pod; else run standalone."""
+    if args.kubeconfig is None and "KUBERNETES_SERVICE_HOST" not in os.environ:
+        log.info("gpunode.disabled", reason="no --kubeconfig and not in a cluster")
+        return None
+    from mipart.daemon.kube.publisher import GpuNodePublisher  # noqa: PLC0415
+    from mipart.kube.api import KubeApi  # noqa: PLC0415
+
+    publisher = GpuNodePublisher(
+        KubeApi.connect(args.kubeconfig), args.node_name, manager, heartbeat_s=args.heartbeat
+    )
+    publisher.start()
+    return publisher
 
 
 if __name__ == "__main__":

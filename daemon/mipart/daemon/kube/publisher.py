@@ -1,0 +1,133 @@
+"""Mirror the node's partitions to its GPUNode: status on every change and as a heartbeat.
+
+The daemon is the only writer of GPUNode.status (DESIGN.md §2). Free memory in the status is
+derived, never stored: the partitions' memory minus the allocations of the pods on this node
+that have not finished, read from the pods' ``mipart.io/allocation`` annotations.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import structlog
+
+from mipart.daemon.kube.status import gpunode_status
+from mipart.daemon.manager.manager import PartitionManager
+from mipart.domain.allocation_codec import decode
+from mipart.kube.api import KubeApi, KubeError
+from mipart.kube.informer import Informer
+
+log = structlog.get_logger(__name__)
+
+GPUNODES = "/apis/mipart.io/v1alpha1/gpunodes"
+ALLOCATION = "mipart.io/allocation"
+FINISHED = ("Succeeded", "Failed")
+
+
+class GpuNodePublisher:
+    def __init__(
+        self,
+        api: KubeApi,
+        node_name: str,
+        manager: PartitionManager,
+        *,
+        heartbeat_s: float = 20.0,
+        min_interval_s: float = 0.5,
+    ) -> None:
+        self._api = api
+        self._node = node_name
+        self._manager = manager
+        self._heartbeat_s = heartbeat_s
+        self._min_interval_s = min_interval_s
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self.pods = Informer(
+            api,
+            "/api/v1/pods",
+            name="node-pods",
+            field_selector=f"spec.nodeName={node_name}",
+            handler=lambda *_: self._wake.set(),
+        )
+        self._thread = threading.Thread(target=self._run, name="gpunode-publisher", daemon=True)
+        self.published = threading.Event()  # set after the first successful write
+
+    def start(self) -> None:
+        self.pods.start()
+        self._manager.add_listener(lambda _status: self._wake.set())
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        self.pods.stop()
+
+    def allocated_bytes(self) -> int:
+        total = 0
+        for pod in self.pods.items():
+            meta = pod["metadata"]
+            text = (meta.get("annotations") or {}).get(ALLOCATION)
+            if not text or pod.get("status", {}).get("phase") in FINISHED:
+                continue
+            try:
+                allocation = decode(
+                    text, pod=f"{meta['namespace']}/{meta['name']}", pod_uid=meta["uid"]
+                )
+            except ValueError as err:
+                log.warning("allocation.unreadable", error=str(err))
+                continue
+            total += allocation.total_bytes
+        return total
+
+    def _run(self) -> None:
+        self.pods.wait_synced(30)
+        while not self._stop.is_set():
+            try:
+                self._publish()
+                self.published.set()
+            except (KubeError, OSError) as err:
+                log.warning("gpunode.publish_failed", node=self._node, error=str(err))
+            self._wake.wait(self._heartbeat_s)
+            self._wake.clear()
+            self._stop.wait(self._min_interval_s)  # coalesce bursts of changes
+
+    def _publish(self) -> None:
+        current = self._get_or_create()
+        body = gpunode_status(
+            self._manager.status(),
+            allocated_bytes=self.allocated_bytes(),
+            previous_conditions=(current.get("status") or {}).get("conditions") or [],
+            observed_generation=int(current["metadata"].get("generation", 0)),
+        )
+        # A merge patch replaces lists whole, which is what we want: the status is ours.
+        self._api.merge_patch(f"{GPUNODES}/{self._node}/status", {"status": body})
+
+    def _get_or_create(self) -> dict[str, Any]:
+        try:
+            return dict(self._api.get(f"{GPUNODES}/{self._node}"))
+        except KubeError as err:
+            if err.status != 404:
+                raise
+        node = self._api.get(f"/api/v1/nodes/{self._node}")
+        created = self._api.post(
+            GPUNODES,
+            {
+                "apiVersion": "mipart.io/v1alpha1",
+                "kind": "GPUNode",
+                "metadata": {
+                    "name": self._node,
+                    # Deleted with its Node by the garbage collector.
+                    "ownerReferences": [
+                        {
+                            "apiVersion": "v1",
+                            "kind": "Node",
+                            "name": self._node,
+                            "uid": node["metadata"]["uid"],
+                        }
+                    ],
+                },
+                "spec": {},
+            },
+        )
+        log.info("gpunode.created", node=self._node)
+        return dict(created)

@@ -1,0 +1,1 @@
+"""Process plumbing every mipart binary shares (logging set-up)."""

@@ -1,0 +1,107 @@
+"""The daemon mirrors its node to a GPUNode, as its own service account with the RBAC from
+manifests/rbac/daemon.yaml, over the emulated MI300X."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.daemon.conftest import Node
+from tests.support import kube
+from tests.support.controlplane import ControlPlane
+from tests.support.procs import wait_until
+
+pytestmark = pytest.mark.integration
+
+GPUNODES = ("mipart.io", "v1alpha1", "gpunodes")
+
+
+@pytest.fixture
+def published_node(
+    control_plane: ControlPlane, emulator_build: Path, tmp_path: Path
+) -> Iterator[tuple[Node, str]]:
+    name = control_plane.node_names[0]
+    token = control_plane.service_account_kubeconfig("mipart-system", "mipart-daemon")
+    node = Node(emulator_build, tmp_path)
+    node.extra_args = ["--kubeconfig", str(token), "--node-name", name, "--heartbeat", "1"]
+    node.start()
+    yield node, name
+    node.stop()
+    kube.custom_objects(control_plane.api_client()).delete_cluster_custom_object(*GPUNODES, name)
+
+
+def gpunode(api: Any, name: str) -> dict[str, Any]:
+    obj: dict[str, Any] = kube.custom_objects(api).get_cluster_custom_object(*GPUNODES, name)
+    return obj
+
+
+def test_status_follows_the_hardware(
+    published_node: tuple[Node, str], api: Any, control_plane: ControlPlane
+) -> None:
+    node, name = published_node
+
+    def status() -> dict[str, Any]:
+        try:
+            return dict(gpunode(api, name).get("status") or {})
+        except Exception:
+            return {}
+
+    wait_until("GPUNode status", lambda: status().get("gpuCount") == 8, timeout=60)
+    first = status()
+    assert first["memoryPartition"] == "NPS1"
+    assert first["partitionCount"] == 8
+    ready = next(c for c in first["conditions"] if c["type"] == "Ready")
+    assert ready["status"] == "True"
+    assert {g["computePartition"] for g in first["gpus"]} == {"SPX"}
+    assert first["gpus"][0]["partitions"][0]["id"] == "gpu0-spx-0"
+    owner = gpunode(api, name)["metadata"]["ownerReferences"][0]
+    assert (owner["kind"], owner["name"]) == ("Node", name)
+
+    node.smi_ok("set", "compute", "CPX", "--gpu", "0")
+    wait_until("15 partitions published", lambda: status().get("partitionCount") == 15, timeout=30)
+    gpu0 = status()["gpus"][0]
+    assert [p["memoryBytes"] for p in gpu0["partitions"]] == [24574 * 2**20] * 8
+    assert gpu0["partitions"][5]["memoryPool"] == 0  # NPS1: one pool
+
+    table = control_plane.kubectl("get", "gpunodes", name).stdout
+    assert "NPS1" in table
+    assert " 15 " in table
+
+
+def test_free_memory_counts_the_allocations_of_pods_on_the_node(
+    published_node: tuple[Node, str], api: Any, namespace: str
+) -> None:
+    _, name = published_node
+    wait_until(
+        "GPUNode status",
+        lambda: (gpunode(api, name).get("status") or {}).get("gpuCount") == 8,
+        timeout=60,
+    )
+    before = gpunode(api, name)["status"]["freeMemory"]
+    allocation = json.dumps(
+        {
+            "v": 1,
+            "node": name,
+            "partitions": ["gpu1-spx-0"],
+            "memoryBytes": 40 * 2**30,
+            "sharing": "shared",
+        }
+    )
+    kube.core(api).create_namespaced_pod(
+        namespace,
+        {
+            "metadata": {"name": "holder", "annotations": {"mipart.io/allocation": allocation}},
+            "spec": {"nodeName": name, "containers": [{"name": "c", "image": "vllm"}]},
+        },
+    )
+    # 8 x 196592 MiB = 1535.875 GiB, shown rounded down.
+    assert before == "1535Gi"
+    wait_until(
+        "free memory to drop by 40Gi",
+        lambda: gpunode(api, name)["status"]["freeMemory"] == "1495Gi",
+        timeout=30,
+    )
