@@ -27,18 +27,15 @@ GROUP, VERSION, PLURAL = "mipart.io", "v1alpha1", "gpunodes"
 
 
 def pod(name: str, *, scheduler: str | None = None, partitions: int = 1) -> dict[str, Any]:
-    spec: dict[str, Any] = {
-        "containers": [
-            {
-                "name": "main",
-                "image": "registry.k8s.io/pause:3.10",
-                "resources": {
-                    "requests": {PARTITION_RESOURCE: str(partitions)},
-                    "limits": {PARTITION_RESOURCE: str(partitions)},
-                },
-            }
-        ],
-    }
+    """A pod; ``partitions=0`` requests no mipart.io/partition (so that mipart's profile
+    places it without consulting its extender, which these tests do not run)."""
+    container: dict[str, Any] = {"name": "main", "image": "registry.k8s.io/pause:3.10"}
+    if partitions:
+        container["resources"] = {
+            "requests": {PARTITION_RESOURCE: str(partitions)},
+            "limits": {PARTITION_RESOURCE: str(partitions)},
+        }
+    spec: dict[str, Any] = {"containers": [container]}
     if scheduler is not None:
         spec["schedulerName"] = scheduler
     return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name}, "spec": spec}
@@ -127,7 +124,7 @@ def test_mipart_profile_schedules_only_the_pods_that_name_it(
     # Created first, so that by the time the later pods are bound, any scheduler that would
     # take it has had its turn.
     core.create_namespaced_pod(namespace, pod("orphan", scheduler="no-such-scheduler"))
-    core.create_namespaced_pod(namespace, pod("mipart", scheduler="mipart-scheduler"))
+    core.create_namespaced_pod(namespace, pod("mipart", scheduler="mipart-scheduler", partitions=0))
     core.create_namespaced_pod(namespace, pod("plain"))
 
     mipart = wait_for_phase(core, namespace, "mipart", "Running")

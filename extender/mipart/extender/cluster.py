@@ -1,0 +1,136 @@
+"""The extender's picture of the cluster: GPUNodes and mipart pods, watched, turned into a
+ClusterView under one lock.
+
+Nothing here is a ledger of its own. Allocations are the pods' ``mipart.io/allocation``
+annotations; the only thing held in memory alone is a reservation between a bind's decision
+and the moment the API server has the Binding, and it is dropped if the Binding fails. A
+restarted extender therefore rebuilds exactly what the API server holds.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import structlog
+
+from mipart.domain.allocation_codec import decode
+from mipart.domain.placement import Allocation, ClusterView, NodeCapacity
+from mipart.extender.annotations import ALLOCATION
+from mipart.extender.inventory import capacity_of
+from mipart.kube.api import KubeApi
+from mipart.kube.informer import Informer, object_key, wait_all_synced
+
+log = structlog.get_logger(__name__)
+T = TypeVar("T")
+
+GPUNODES = "/apis/mipart.io/v1alpha1/gpunodes"
+FINISHED = ("Succeeded", "Failed")
+
+
+def pod_key(pod: dict[str, Any]) -> str:
+    return object_key(pod)
+
+
+def allocation_of(pod: dict[str, Any]) -> Allocation | None:
+    """The allocation a pod holds, or None (not bound by us, finished, or unreadable)."""
+    meta = pod.get("metadata") or {}
+    text = (meta.get("annotations") or {}).get(ALLOCATION)
+    if not text or (pod.get("status") or {}).get("phase") in FINISHED:
+        return None
+    try:
+        return decode(text, pod=pod_key(pod), pod_uid=str(meta.get("uid")))
+    except ValueError as err:
+        log.warning("allocation.unreadable", pod=pod_key(pod), error=str(err))
+        return None
+
+
+class ClusterState:
+    def __init__(
+        self,
+        api: KubeApi,
+        *,
+        scheduler_name: str,
+        stale_after_s: float = 60.0,
+        sweep_interval_s: float = 5.0,
+    ) -> None:
+        self._lock = threading.Lock()
+        self.view = ClusterView()
+        self._stale_after_s = stale_after_s
+        self._sweep_interval_s = sweep_interval_s
+        self._ready: dict[str, bool] = {}
+        self._stop = threading.Event()
+        self.gpunodes = Informer(api, GPUNODES, name="gpunodes", handler=self._on_gpunode)
+        # Only pods of our scheduler can hold an allocation; the API filters the rest out.
+        self.pods = Informer(
+            api,
+            "/api/v1/pods",
+            name="pods",
+            field_selector=f"spec.schedulerName={scheduler_name}",
+            handler=self._on_pod,
+        )
+
+    def start(self) -> None:
+        self.pods.start()
+        self.gpunodes.start()
+        threading.Thread(target=self._sweep, name="heartbeat-sweep", daemon=True).start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.pods.stop()
+        self.gpunodes.stop()
+
+    def wait_synced(self, timeout: float) -> bool:
+        return wait_all_synced([self.pods, self.gpunodes], timeout)
+
+    @property
+    def synced(self) -> bool:
+        return self.pods.synced.is_set() and self.gpunodes.synced.is_set()
+
+    def locked(self, action: Callable[[ClusterView], T]) -> T:
+        """Run ``action`` on the view under the lock; filter, prioritize and bind all do."""
+        with self._lock:
+            return action(self.view)
+
+    # -- informer handlers -----------------------------------------------------------------
+
+    def _on_gpunode(self, key: str, old: dict[str, Any] | None, new: dict[str, Any] | None) -> None:
+        with self._lock:
+            if new is None:
+                self.view.remove_node(key)
+                self._ready.pop(key, None)
+                return
+            capacity = capacity_of(new, now=datetime.now(UTC), stale_after_s=self._stale_after_s)
+            self._set(capacity)
+
+    def _on_pod(self, key: str, old: dict[str, Any] | None, new: dict[str, Any] | None) -> None:
+        uid = str(((new or old) or {}).get("metadata", {}).get("uid"))
+        with self._lock:
+            if new is None:
+                self.view.remove_allocation(uid)
+                return
+            allocation = allocation_of(new)
+            if allocation is not None:
+                self.view.add_allocation(allocation)
+            elif (new.get("status") or {}).get("phase") in FINISHED or new["spec"].get("nodeName"):
+                # Finished, or bound without our annotation: it holds nothing.
+                self.view.remove_allocation(uid)
+            # A pending pod without the annotation keeps a reservation a bind in flight made.
+
+    def _sweep(self) -> None:
+        """Heartbeats go stale without any event: re-check readiness now and then."""
+        while not self._stop.wait(self._sweep_interval_s):
+            now = datetime.now(UTC)
+            for gpunode in self.gpunodes.items():
+                name = gpunode["metadata"]["name"]
+                capacity = capacity_of(gpunode, now=now, stale_after_s=self._stale_after_s)
+                with self._lock:
+                    if self._ready.get(name) != capacity.ready:
+                        log.info("node.readiness", node=name, ready=capacity.ready)
+                        self._set(capacity)
+
+    def _set(self, capacity: NodeCapacity) -> None:
+        self._ready[capacity.name] = capacity.ready
+        self.view.set_node(capacity)

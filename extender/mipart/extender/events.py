@@ -1,0 +1,86 @@
+"""Events on the objects users look at (their pods), sent off the hot path.
+
+Filter runs inside kube-scheduler's scheduling loop; it only queues the Event. A pod that
+stays unschedulable is retried often, so one Event per pod per interval is enough.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+
+from mipart.kube.api import KubeApi, KubeError
+
+log = structlog.get_logger(__name__)
+
+
+class EventReporter:
+    def __init__(
+        self, api: KubeApi, *, component: str, instance: str, interval_s: float = 30.0
+    ) -> None:
+        self._api = api
+        self._component = component
+        self._instance = instance
+        self._interval_s = interval_s
+        self._last: dict[tuple[str, str], float] = {}
+        self._queue: queue.Queue[dict[str, Any]] = queue.Queue(maxsize=1000)
+        threading.Thread(target=self._send_loop, name="events", daemon=True).start()
+
+    def warn(self, pod: dict[str, Any], reason: str, message: str) -> None:
+        self._emit(pod, "Warning", reason, message)
+
+    def normal(self, pod: dict[str, Any], reason: str, message: str) -> None:
+        self._emit(pod, "Normal", reason, message)
+
+    def _emit(self, pod: dict[str, Any], kind: str, reason: str, message: str) -> None:
+        meta = pod.get("metadata") or {}
+        uid = str(meta.get("uid"))
+        now = time.monotonic()
+        if now - self._last.get((uid, reason), -self._interval_s) < self._interval_s:
+            return
+        self._last[(uid, reason)] = now
+        if len(self._last) > 10_000:  # forget pods long gone
+            self._last = {k: v for k, v in self._last.items() if now - v < self._interval_s}
+        namespace = meta.get("namespace", "default")
+        stamp = datetime.now(UTC)
+        event = {
+            "apiVersion": "events.k8s.io/v1",
+            "kind": "Event",
+            # Named as client-go names Events: the object's name and a hex timestamp.
+            "metadata": {
+                "name": f"{meta.get('name', 'pod')}.{time.time_ns():x}",
+                "namespace": namespace,
+            },
+            "eventTime": stamp.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            "type": kind,
+            "reason": reason,
+            "note": message[:1024],
+            "action": "Scheduling",
+            "reportingController": self._component,
+            "reportingInstance": self._instance,
+            "regarding": {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "name": meta.get("name"),
+                "namespace": namespace,
+                "uid": uid,
+            },
+        }
+        try:
+            self._queue.put_nowait(event)
+        except queue.Full:
+            log.warning("events.dropped", reason=reason)
+
+    def _send_loop(self) -> None:
+        while True:
+            event = self._queue.get()
+            namespace = event["metadata"]["namespace"]
+            try:
+                self._api.post(f"/apis/events.k8s.io/v1/namespaces/{namespace}/events", event)
+            except (KubeError, OSError) as err:
+                log.warning("events.failed", error=str(err))

@@ -1,0 +1,63 @@
+"""``mipart-webhook``: the admission webhook (HTTPS) for mipart-annotated pods."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import ssl
+import sys
+import threading
+from pathlib import Path
+
+import structlog
+
+from mipart.extender.http import JsonServer
+from mipart.extender.webhook import Webhook
+from mipart.runtime.logs import configure as configure_logging
+
+log = structlog.get_logger("mipart.webhook")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="mipart-webhook",
+        description="Admission webhook: mutate and validate pods that carry mipart.io/* "
+        "annotations. Serves POST /mutate and /validate over HTTPS.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--listen", default="0.0.0.0:8443", help="host:port")
+    p.add_argument("--tls-cert", type=Path, required=True, help="serving certificate (PEM)")
+    p.add_argument("--tls-key", type=Path, required=True, help="serving key (PEM)")
+    p.add_argument("--scheduler-name", default="mipart-scheduler")
+    p.add_argument("--log-format", choices=["auto", "json", "console"], default="auto")
+    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="info")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    configure_logging(args.log_format, args.log_level)
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        tls.load_cert_chain(args.tls_cert, args.tls_key)
+    except (OSError, ssl.SSLError) as err:
+        print(f"mipart-webhook: cannot load --tls-cert/--tls-key: {err}", file=sys.stderr)
+        return 2
+    host, _, port = args.listen.rpartition(":")
+    hook = Webhook(scheduler_name=args.scheduler_name)
+    server = JsonServer(host, int(port), tls=tls)
+    server.post_routes.update({"/mutate": hook.mutate, "/validate": hook.validate})
+    server.get_routes["/healthz"] = lambda: (200, "text/plain", b"ok")
+    server.start()
+    log.info("webhook.serving", listen=f"{host}:{server.port}")
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    stop.wait()
+    server.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,165 @@
+"""The extender's HTTP surface under hostile input, and its standby behaviour."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tests.support.controlplane import ControlPlane
+from tests.support.procs import Process, free_ports, wait_until
+from tests.support.readiness import http_ok
+from tests.support.stack import Stack
+
+pytestmark = pytest.mark.integration
+
+VERBS = ("/filter", "/prioritize", "/bind", "/preempt")
+
+
+@pytest.fixture(scope="module")
+def extender(
+    control_plane: ControlPlane, emulator_build: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Stack]:
+    stack = Stack(control_plane, emulator_build, tmp_path_factory.mktemp("wire"))
+    stack.start_daemon(control_plane.node_names[0], dict.fromkeys(range(4), "CPX"))
+    stack.start_extender()
+    yield stack
+    stack.stop(control_plane.api_client())
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=12),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4)
+    ),
+    max_leaves=20,
+)
+pod_like = st.fixed_dictionaries(
+    {
+        "metadata": st.fixed_dictionaries(
+            {"name": st.text(max_size=10), "uid": st.text(max_size=10)},
+            optional={
+                "annotations": st.dictionaries(
+                    st.sampled_from(
+                        [
+                            "mipart.io/memory",
+                            "mipart.io/partitions",
+                            "mipart.io/qos",
+                            "mipart.io/partition-mode",
+                            "mipart.io/sharing",
+                            "mipart.io/model",
+                            "mipart.io/x",
+                        ]
+                    ),
+                    st.text(max_size=12) | st.sampled_from(["8Gi", "2", "CPX", "latency"]),
+                    max_size=4,
+                )
+            },
+        )
+    },
+    optional={"spec": json_values},
+)
+bodies = st.one_of(
+    json_values,
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "Pod": pod_like | json_values,
+            "NodeNames": st.lists(
+                st.sampled_from(["mi300x-0", "mi300x-1", "nope"]) | st.text(max_size=6), max_size=4
+            )
+            | json_values,
+            "Nodes": json_values,
+            "PodName": st.text(max_size=8),
+            "PodNamespace": st.sampled_from(["default", "x"]),
+            "PodUID": st.text(max_size=8),
+            "Node": st.sampled_from(["mi300x-0", "nope"]),
+            "NodeNameToMetaVictims": st.dictionaries(
+                st.sampled_from(["mi300x-0", "nope"]),
+                st.fixed_dictionaries(
+                    {
+                        "Pods": st.lists(
+                            st.fixed_dictionaries({"UID": st.text(max_size=6)}), max_size=3
+                        ),
+                        "NumPDBViolations": st.integers(0, 3),
+                    }
+                )
+                | json_values,
+                max_size=2,
+            ),
+        },
+    ),
+)
+
+
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(verb=st.sampled_from(VERBS), body=bodies, raw=st.booleans())
+def test_fuzzed_bodies_never_get_a_5xx_or_crash(
+    extender: Stack, control_plane: ControlPlane, verb: str, body: Any, raw: bool
+) -> None:
+    payload = json.dumps(body).encode()
+    if raw:  # not even JSON
+        payload = payload[: len(payload) // 2] + b"\x00{"
+    connection = http.client.HTTPConnection("127.0.0.1", control_plane.extender_port, timeout=10)
+    connection.request("POST", verb, payload, {"Content-Type": "application/json"})
+    reply = connection.getresponse()
+    text = reply.read().decode()
+    connection.close()
+    assert reply.status in (200, 400), text
+    assert "internal error" not in text
+    assert extender.extender is not None
+    assert extender.extender.alive()
+
+
+def test_a_standby_refuses_until_its_scheduler_leads(
+    control_plane: ControlPlane, extender: Stack, tmp_path: Path
+) -> None:
+    token = control_plane.service_account_kubeconfig("mipart-system", "mipart-scheduler")
+    (port,) = free_ports(1)
+    standby = Process.start(
+        "standby-extender",
+        [
+            sys.executable,
+            "-m",
+            "mipart.extender.main",
+            "--listen",
+            f"127.0.0.1:{port}",
+            "--kubeconfig",
+            str(token),
+            "--identity-prefix",
+            "another-pod",
+        ],
+        tmp_path / "standby.log",
+        detach=False,
+    )
+    try:
+
+        def refuses() -> bool:
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+            connection.request("GET", "/readyz")
+            reply = connection.getresponse()
+            body = reply.read().decode()
+            return reply.status == 503 and "is a standby" in body
+
+        wait_until("the standby to refuse", refuses, timeout=60, process=standby)
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        pod = {"metadata": {"name": "p", "uid": "u", "annotations": {"mipart.io/memory": "8Gi"}}}
+        connection.request(
+            "POST", "/filter", json.dumps({"Pod": pod, "NodeNames": ["mi300x-0"], "Nodes": None})
+        )
+        answer = json.loads(connection.getresponse().read())
+        assert answer["NodeNames"] == []
+        assert "is a standby" in answer["Error"]
+        # The leader's own extender serves.
+        assert http_ok(f"http://127.0.0.1:{control_plane.extender_port}/readyz")
+    finally:
+        standby.stop()
