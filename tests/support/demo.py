@@ -98,16 +98,24 @@ def run(plane: ControlPlane, api: Any, stack: Stack) -> None:
     first = next(iter(stack.daemons.values()))
     say(f"mipart-smi on {plane.node_names[0]}")
     print(first.smi_ok())
-    say("a request no node has room for right now waits, and says why")
+    say("13 more Llama-70B pods, each wanting a whole idle SPX GPU: 12 exist, some in use")
     big = yaml.safe_load((EXAMPLES / "vllm-pods.yaml").read_text().split("---")[2])
-    for i in range(3):
+    for i in range(13):
         big["metadata"]["name"] = f"llama-70b-{i}"
         big["metadata"]["annotations"] = {
             "mipart.io/model": "meta-llama/Llama-3.1-70B-Instruct",
             "mipart.io/sharing": "exclusive",
         }
         core.create_namespaced_pod("default", big)
-    time.sleep(6)
+
+    def waiting_events() -> bool:
+        names = plane.kubectl(
+            "get", "events", "--field-selector", "reason=NoPartitionFits", "-o", "name"
+        ).stdout.split()
+        return len(names) >= 2
+
+    wait_until("the waiting pods' Events", waiting_events, timeout=60)
+    show(plane, "get", "pods", "--field-selector", "status.phase=Pending")
     show(
         plane,
         "get",
@@ -115,7 +123,7 @@ def run(plane: ControlPlane, api: Any, stack: Stack) -> None:
         "--field-selector",
         "reason=NoPartitionFits",
         "-o",
-        "custom-columns=POD:.regarding.name,WHY:.note",
+        "custom-columns=POD:.involvedObject.name,WHY:.message",
     )
 
 

@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import socket
 import sys
-import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -17,6 +15,7 @@ from prometheus_client import start_http_server
 
 from mipart.daemon.manager.manager import PartitionManager
 from mipart.runtime import logs
+from mipart.runtime.signals import wait_for_stop
 
 if TYPE_CHECKING:
     from mipart.daemon.kube.publisher import GpuNodePublisher
@@ -79,14 +78,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=20.0,
         help="seconds between GPUNode status writes when nothing changes",
     )
-    p.add_argument("--log-format", choices=["auto", "json", "console"], default="auto")
-    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="info")
+    logs.add_arguments(p)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logs.configure(args.log_format, args.log_level)
+    logs.configure_from(args)
     tls_parts = (args.tls_cert, args.tls_key, args.tls_client_ca)
     if any(tls_parts) and not all(tls_parts):
         print(
@@ -141,10 +139,7 @@ def main(argv: list[str] | None = None) -> int:
         gpus=0 if inventory is None else len(inventory.gpus),
     )
 
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
-    stop.wait()
+    wait_for_stop()
     log.info("daemon.stopping")
     health.enter_graceful_shutdown()
     server.stop(grace=5).wait()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import logging
 import sys
 from typing import Literal
@@ -30,3 +31,20 @@ def configure(fmt: LogFormat = "auto", level: str = "info") -> None:
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=True,
     )
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """--log-format and --log-level, the same on every mipart binary."""
+    parser.add_argument(
+        "--log-format",
+        choices=["auto", "json", "console"],
+        default="auto",
+        help="auto: JSON lines unless stderr is a terminal",
+    )
+    parser.add_argument(
+        "--log-level", choices=["debug", "info", "warning", "error"], default="info"
+    )
+
+
+def configure_from(args: argparse.Namespace) -> None:
+    configure(args.log_format, args.log_level)

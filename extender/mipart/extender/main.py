@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import os
-import signal
 import socket
 import sys
 import threading
@@ -21,7 +21,8 @@ from mipart.extender.leadership import Leadership
 from mipart.extender.metrics import ExtenderMetrics
 from mipart.extender.verbs import Verbs
 from mipart.kube.api import KubeApi
-from mipart.runtime.logs import configure as configure_logging
+from mipart.runtime import logs
+from mipart.runtime.signals import wait_for_stop
 
 log = structlog.get_logger("mipart.extender")
 
@@ -62,14 +63,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=60.0,
         help="seconds after which a GPUNode heartbeat is stale",
     )
-    p.add_argument("--log-format", choices=["auto", "json", "console"], default="auto")
-    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="info")
+    logs.add_arguments(p)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    configure_logging(args.log_format, args.log_level)
+    logs.configure_from(args)
     host, _, port = args.listen.rpartition(":")
     api = KubeApi.connect(args.kubeconfig)
     metrics = ExtenderMetrics()
@@ -131,6 +131,7 @@ def main(argv: list[str] | None = None) -> int:
         }
     )
     cluster.start()
+    threading.Thread(target=_freeze_after_sync, args=(cluster,), daemon=True).start()
     server.start()
     log.info(
         "extender.serving",
@@ -138,13 +139,17 @@ def main(argv: list[str] | None = None) -> int:
         lease=lease,
         identity=args.identity_prefix,
     )
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
-    stop.wait()
+    wait_for_stop()
     server.stop()
     cluster.stop()
     return 0
+
+
+def _freeze_after_sync(cluster: ClusterState) -> None:
+    """The view holds 10^5-10^6 long-lived objects once synced; moving them out of the
+    collector's reach keeps full collections (100 ms and more) out of filter's p99."""
+    if cluster.wait_synced(600):
+        gc.freeze()
 
 
 if __name__ == "__main__":

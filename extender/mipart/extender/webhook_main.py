@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import argparse
-import signal
 import ssl
 import sys
-import threading
 from pathlib import Path
 
 import structlog
 
 from mipart.extender.http import JsonServer
 from mipart.extender.webhook import Webhook
-from mipart.runtime.logs import configure as configure_logging
+from mipart.runtime import logs
+from mipart.runtime.signals import wait_for_stop
 
 log = structlog.get_logger("mipart.webhook")
 
@@ -29,14 +28,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tls-cert", type=Path, required=True, help="serving certificate (PEM)")
     p.add_argument("--tls-key", type=Path, required=True, help="serving key (PEM)")
     p.add_argument("--scheduler-name", default="mipart-scheduler")
-    p.add_argument("--log-format", choices=["auto", "json", "console"], default="auto")
-    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="info")
+    logs.add_arguments(p)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    configure_logging(args.log_format, args.log_level)
+    logs.configure_from(args)
     tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     tls.minimum_version = ssl.TLSVersion.TLSv1_2
     try:
@@ -51,10 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     server.get_routes["/healthz"] = lambda: (200, "text/plain", b"ok")
     server.start()
     log.info("webhook.serving", listen=f"{host}:{server.port}")
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
-    stop.wait()
+    wait_for_stop()
     server.stop()
     return 0
 
