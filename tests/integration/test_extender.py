@@ -99,7 +99,8 @@ def test_forty_pods_on_mixed_layouts(
     # 12 SPX partitions in all (node 0: 8, node 2: 4); the smaller pods fit tighter
     # partitions elsewhere, so the 150Gi and 190Gi pods take all 12 and three 150Gi wait.
     wanted: list[tuple[str, dict[str, str]]] = (
-        [("8Gi", {})] * 14
+        [("8Gi", {})] * 12
+        + [("8Gi", {"mipart.io/partition-mode": "QPX"})] * 2
         + [("20Gi", {})] * 4
         + [("40Gi", {})] * 4
         + [("90Gi", {})] * 3
@@ -123,6 +124,10 @@ def test_forty_pods_on_mixed_layouts(
     check_no_overcommit(api, placed)
     for pod in placed:
         assert pod["spec"]["schedulerName"] == "mipart-scheduler"  # set by the webhook
+        mode = pod["metadata"]["annotations"].get("mipart.io/partition-mode")
+        if mode:
+            allocation = json.loads(pod["metadata"]["annotations"]["mipart.io/allocation"])
+            assert all(f"-{mode.lower()}-" in p for p in allocation["partitions"]), allocation
     pending = [p["metadata"]["name"] for p in pods(api, namespace) if not p["spec"].get("nodeName")]
     assert len(pending) == 3
     assert all(name.endswith("-150gi") for name in pending)
