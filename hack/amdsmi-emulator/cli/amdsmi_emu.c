@@ -38,30 +38,19 @@ static const char *usage_text =
     "                               (default NPS1,NPS4; NPS1,NPS2,NPS4 adds DPX+NPS2)\n"
     "  help                         this text\n";
 
-static int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* Prints "amdsmi-emu: <message>" on stderr and returns `status`, the exit status to leave with
+ * (EXIT_REFUSED or EXIT_USAGE); a usage error also points at --help. */
+static int fail(int status, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
-static int usage_error(const char *fmt, ...)
+static int fail(int status, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
     fputs("amdsmi-emu: ", stderr);
     vfprintf(stderr, fmt, ap);
-    fputs("\nTry 'amdsmi-emu --help'.\n", stderr);
+    fputs(status == EXIT_USAGE ? "\nTry 'amdsmi-emu --help'.\n" : "\n", stderr);
     va_end(ap);
-    return EXIT_USAGE;
-}
-
-static int refused(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-
-static int refused(const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    fputs("amdsmi-emu: ", stderr);
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
-    va_end(ap);
-    return EXIT_REFUSED;
+    return status;
 }
 
 /* --- options: "--key value" or "--key=value"; flags have no value --- */
@@ -77,7 +66,7 @@ static int parse_opts(int argc, char **argv, opt *opts, int nopts)
     for (int i = 0; i < argc; i++) {
         const char *arg = argv[i];
         if (strncmp(arg, "--", 2) != 0)
-            return usage_error("unexpected argument '%s'", arg);
+            return fail(EXIT_USAGE, "unexpected argument '%s'", arg);
         const char *eq = strchr(arg, '=');
         size_t keylen = eq ? (size_t)(eq - arg - 2) : strlen(arg + 2);
         opt *o = NULL;
@@ -85,19 +74,19 @@ static int parse_opts(int argc, char **argv, opt *opts, int nopts)
             if (strlen(opts[k].name) == keylen && strncmp(opts[k].name, arg + 2, keylen) == 0)
                 o = &opts[k];
         if (o == NULL)
-            return usage_error("unknown option '%.*s'", (int)keylen + 2, arg);
+            return fail(EXIT_USAGE, "unknown option '%.*s'", (int)keylen + 2, arg);
         if (o->value != NULL)
-            return usage_error("option --%s given twice", o->name);
+            return fail(EXIT_USAGE, "option --%s given twice", o->name);
         if (o->is_flag) {
             if (eq)
-                return usage_error("option --%s takes no value", o->name);
+                return fail(EXIT_USAGE, "option --%s takes no value", o->name);
             o->value = "";
         } else if (eq) {
             o->value = eq + 1;
         } else if (i + 1 < argc) {
             o->value = argv[++i];
         } else {
-            return usage_error("option --%s needs a value", o->name);
+            return fail(EXIT_USAGE, "option --%s needs a value", o->name);
         }
     }
     return 0;
@@ -137,17 +126,17 @@ static int with_state(mutate_fn mutate, void *arg)
 {
     emu_state *st = malloc(sizeof *st);
     if (st == NULL)
-        return refused("out of memory");
+        return fail(EXIT_REFUSED, "out of memory");
     emu_txn txn;
     char err[512];
     int rc = 0;
     if (emu_txn_begin(&txn, st, err, sizeof err)) {
         free(st);
-        return refused("%s", err);
+        return fail(EXIT_REFUSED, "%s", err);
     }
     rc = mutate(st, arg);
     if (rc == 0 && emu_txn_commit(&txn, st, err, sizeof err))
-        rc = refused("%s", err);
+        rc = fail(EXIT_REFUSED, "%s", err);
     emu_txn_end(&txn);
     free(st);
     return rc;
@@ -160,10 +149,10 @@ static int cmd_show(void)
     emu_state *st = malloc(sizeof *st);
     char err[512], caps[64];
     if (st == NULL)
-        return refused("out of memory");
+        return fail(EXIT_REFUSED, "out of memory");
     if (emu_state_load(st, err, sizeof err)) {
         free(st);
-        return refused("%s", err);
+        return fail(EXIT_REFUSED, "%s", err);
     }
     emu_format_caps(st->nps_caps, caps, sizeof caps);
     printf("state file:   %s\n", emu_state_path());
@@ -203,25 +192,26 @@ static int do_ps_add(emu_state *st, void *arg)
 {
     const emu_proc *np = &((ps_add_arg *)arg)->proc;
     if (np->gpu >= st->num_gpus)
-        return refused("--gpu %d: this node has GPUs 0-%d", np->gpu, st->num_gpus - 1);
+        return fail(EXIT_REFUSED, "--gpu %d: this node has GPUs 0-%d", np->gpu, st->num_gpus - 1);
     int parts = emu_gpu_partitions(st, np->gpu);
     if (np->partition >= parts)
-        return refused("--partition %d: GPU %d is in %s and has partitions 0-%d", np->partition, np->gpu,
-                       emu_mode_name(st->gpus[np->gpu].mode), parts - 1);
+        return fail(EXIT_REFUSED, "--partition %d: GPU %d is in %s and has partitions 0-%d", np->partition,
+                    np->gpu, emu_mode_name(st->gpus[np->gpu].mode), parts - 1);
     for (int i = 0; i < st->num_procs; i++) {
         const emu_proc *p = &st->procs[i];
         if (p->pid == np->pid && p->gpu == np->gpu && p->partition == np->partition)
-            return refused("pid %u is already on GPU %d partition %d", np->pid, np->gpu, np->partition);
+            return fail(EXIT_REFUSED, "pid %u is already on GPU %d partition %d", np->pid, np->gpu,
+                        np->partition);
     }
     if (st->num_procs >= EMU_MAX_PROCS)
-        return refused("too many fake processes (at most %d)", EMU_MAX_PROCS);
+        return fail(EXIT_REFUSED, "too many fake processes (at most %d)", EMU_MAX_PROCS);
     /* KFD refuses allocations beyond the partition's share (-ENOMEM): so does the emulator. */
     uint64_t used = emu_partition_vram_used(st, np->gpu, np->partition);
     uint64_t total = emu_partition_vram_bytes(st->gpus[np->gpu].mode);
     if (np->vram_bytes > total - used)
-        return refused("--vram %llu MiB does not fit: GPU %d partition %d has %llu of %llu MiB free",
-                       (unsigned long long)(np->vram_bytes / EMU_MIB), np->gpu, np->partition,
-                       (unsigned long long)((total - used) / EMU_MIB), (unsigned long long)(total / EMU_MIB));
+        return fail(EXIT_REFUSED, "--vram %llu MiB does not fit: GPU %d partition %d has %llu of %llu MiB free",
+                    (unsigned long long)(np->vram_bytes / EMU_MIB), np->gpu, np->partition,
+                    (unsigned long long)((total - used) / EMU_MIB), (unsigned long long)(total / EMU_MIB));
     st->procs[st->num_procs++] = *np;
     return 0;
 }
@@ -243,14 +233,14 @@ static int do_ps_rm(emu_state *st, void *arg)
     }
     st->num_procs = kept;
     if (!a->all && removed == 0)
-        return refused("no fake process with pid %u", a->pid);
+        return fail(EXIT_REFUSED, "no fake process with pid %u", a->pid);
     return 0;
 }
 
 static int cmd_ps(int argc, char **argv)
 {
     if (argc < 1)
-        return usage_error("ps needs a subcommand: add or rm");
+        return fail(EXIT_USAGE, "ps needs a subcommand: add or rm");
     if (strcmp(argv[0], "add") == 0) {
         opt o[] = {{"gpu", 0, NULL},  {"partition", 0, NULL}, {"pid", 0, NULL},
                    {"name", 0, NULL}, {"vram", 0, NULL},      {"busy", 0, NULL}};
@@ -261,27 +251,27 @@ static int cmd_ps(int argc, char **argv)
         memset(&a, 0, sizeof a);
         unsigned long long v;
         if (o[0].value == NULL || parse_uint(o[0].value, EMU_MAX_GPUS - 1, &v))
-            return usage_error("ps add needs --gpu N with N in 0-%d", EMU_MAX_GPUS - 1);
+            return fail(EXIT_USAGE, "ps add needs --gpu N with N in 0-%d", EMU_MAX_GPUS - 1);
         a.proc.gpu = (int)v;
         v = 0;
         if (o[1].value != NULL && parse_uint(o[1].value, EMU_MAX_PARTITIONS - 1, &v))
-            return usage_error("--partition must be 0-%d, got '%s'", EMU_MAX_PARTITIONS - 1, o[1].value);
+            return fail(EXIT_USAGE, "--partition must be 0-%d, got '%s'", EMU_MAX_PARTITIONS - 1, o[1].value);
         a.proc.partition = (int)v;
         if (o[2].value == NULL || parse_uint(o[2].value, UINT32_MAX, &v) || v == 0)
-            return usage_error("ps add needs --pid PID with PID a positive integer");
+            return fail(EXIT_USAGE, "ps add needs --pid PID with PID a positive integer");
         a.proc.pid = (uint32_t)v;
         const char *name = o[3].value;
         if (name == NULL || name[0] == '\0' || name[0] == ' ' || name[strlen(name) - 1] == ' ' ||
             strpbrk(name, "\n\r\t") || strlen(name) >= EMU_PROC_NAME_MAX)
-            return usage_error("ps add needs --name NAME (1-%d characters, no tabs or newlines, "
-                               "no leading or trailing spaces)", EMU_PROC_NAME_MAX - 1);
+            return fail(EXIT_USAGE, "ps add needs --name NAME (1-%d characters, no tabs or newlines, "
+                        "no leading or trailing spaces)", EMU_PROC_NAME_MAX - 1);
         snprintf(a.proc.name, sizeof a.proc.name, "%s", name);
         if (o[4].value == NULL || emu_parse_size(o[4].value, &a.proc.vram_bytes))
-            return usage_error("ps add needs --vram SIZE: bytes or a number with K, M, G or T "
-                               "(binary units), e.g. 10G; got '%s'", o[4].value ? o[4].value : "");
+            return fail(EXIT_USAGE, "ps add needs --vram SIZE: bytes or a number with K, M, G or T "
+                        "(binary units), e.g. 10G; got '%s'", o[4].value ? o[4].value : "");
         v = 0;
         if (o[5].value != NULL && parse_uint(o[5].value, 100, &v))
-            return usage_error("--busy must be a percentage 0-100, got '%s'", o[5].value);
+            return fail(EXIT_USAGE, "--busy must be a percentage 0-100, got '%s'", o[5].value);
         a.proc.busy_pct = (int)v;
         a.proc.started = (int64_t)time(NULL);
         return with_state(do_ps_add, &a);
@@ -294,15 +284,15 @@ static int cmd_ps(int argc, char **argv)
         ps_rm_arg a = {o[1].value != NULL, 0};
         unsigned long long v;
         if (a.all == (o[0].value != NULL))
-            return usage_error("ps rm needs exactly one of --pid PID or --all");
+            return fail(EXIT_USAGE, "ps rm needs exactly one of --pid PID or --all");
         if (!a.all) {
             if (parse_uint(o[0].value, UINT32_MAX, &v) || v == 0)
-                return usage_error("--pid must be a positive integer, got '%s'", o[0].value);
+                return fail(EXIT_USAGE, "--pid must be a positive integer, got '%s'", o[0].value);
             a.pid = (uint32_t)v;
         }
         return with_state(do_ps_rm, &a);
     }
-    return usage_error("unknown ps subcommand '%s' (add, rm)", argv[0]);
+    return fail(EXIT_USAGE, "unknown ps subcommand '%s' (add, rm)", argv[0]);
 }
 
 /* --- node-wide commands --- */
@@ -350,15 +340,15 @@ static int cmd_reset(int argc, char **argv)
     unsigned long long v;
     if (o[0].value != NULL) {
         if (parse_uint(o[0].value, EMU_MAX_GPUS, &v) || v == 0)
-            return usage_error("--gpus must be 1-%d, got '%s'", EMU_MAX_GPUS, o[0].value);
+            return fail(EXIT_USAGE, "--gpus must be 1-%d, got '%s'", EMU_MAX_GPUS, o[0].value);
         a.gpus = (int)v;
     }
     char err[256];
     if (o[1].value != NULL && emu_parse_caps(o[1].value, &a.caps, err, sizeof err))
-        return usage_error("--caps: %s", err);
+        return fail(EXIT_USAGE, "--caps: %s", err);
     if (o[2].value != NULL) {
         if (parse_seconds(o[2].value, &a.delay))
-            return usage_error("--reload-delay must be seconds 0-3600, got '%s'", o[2].value);
+            return fail(EXIT_USAGE, "--reload-delay must be seconds 0-3600, got '%s'", o[2].value);
         a.have_delay = 1;
     }
     return with_state(do_reset, &a);
@@ -374,12 +364,12 @@ int main(int argc, char **argv)
         else if (argv[i][7] == '\0' && i + 1 < argc)
             path = argv[++i];
         if (path == NULL || *path == '\0')
-            return usage_error("--state needs a path");
+            return fail(EXIT_USAGE, "--state needs a path");
         setenv(EMU_STATE_ENV, path, 1);
         i++;
     }
     if (i >= argc)
-        return usage_error("missing command");
+        return fail(EXIT_USAGE, "missing command");
     const char *cmd = argv[i++];
     int rest = argc - i;
     char **args = argv + i;
@@ -394,24 +384,24 @@ int main(int argc, char **argv)
         }
     }
     if (strcmp(cmd, "show") == 0)
-        return rest ? usage_error("show takes no arguments") : cmd_show();
+        return rest ? fail(EXIT_USAGE, "show takes no arguments") : cmd_show();
     if (strcmp(cmd, "path") == 0) {
         if (rest)
-            return usage_error("path takes no arguments");
+            return fail(EXIT_USAGE, "path takes no arguments");
         printf("%s\n", emu_state_path());
         return 0;
     }
     if (strcmp(cmd, "ps") == 0)
         return cmd_ps(rest, args);
     if (strcmp(cmd, "reboot") == 0)
-        return rest ? usage_error("reboot takes no arguments") : with_state(do_reboot, NULL);
+        return rest ? fail(EXIT_USAGE, "reboot takes no arguments") : with_state(do_reboot, NULL);
     if (strcmp(cmd, "set-reload-delay") == 0) {
         double delay;
         if (rest != 1 || parse_seconds(args[0], &delay))
-            return usage_error("set-reload-delay needs one argument: seconds 0-3600");
+            return fail(EXIT_USAGE, "set-reload-delay needs one argument: seconds 0-3600");
         return with_state(do_set_delay, &delay);
     }
     if (strcmp(cmd, "reset") == 0)
         return cmd_reset(rest, args);
-    return usage_error("unknown command '%s'", cmd);
+    return fail(EXIT_USAGE, "unknown command '%s'", cmd);
 }

@@ -86,18 +86,7 @@ AMDSMI_API amdsmi_status_t amdsmi_get_processor_handles(amdsmi_socket_handle soc
     return AMDSMI_STATUS_SUCCESS;
 }
 
-AMDSMI_API amdsmi_status_t amdsmi_get_processor_type(amdsmi_processor_handle handle, uint32_t *type)
-{
-    if (type == NULL)
-        return AMDSMI_STATUS_INVAL;
-    emu_ctx ctx;
-    amdsmi_status_t rc = emu_ctx_open(&ctx, handle);
-    if (rc != AMDSMI_STATUS_SUCCESS)
-        return rc;
-    *type = AMDSMI_PROCESSOR_TYPE_AMD_GPU;
-    emu_ctx_close(&ctx);
-    return AMDSMI_STATUS_SUCCESS;
-}
+EMU_SIMPLE_GETTER(amdsmi_get_processor_type, uint32_t, AMDSMI_PROCESSOR_TYPE_AMD_GPU)
 
 static uint64_t make_bdf(int gpu, int partition)
 {
@@ -127,33 +116,22 @@ AMDSMI_API amdsmi_status_t amdsmi_get_processor_handle_from_bdf(amdsmi_bdf_t bdf
     return rc;
 }
 
-AMDSMI_API amdsmi_status_t amdsmi_get_gpu_device_bdf(amdsmi_processor_handle handle, amdsmi_bdf_t *bdf)
+static amdsmi_status_t fill_bdf(const emu_ctx *ctx, void *out)
 {
-    if (bdf == NULL)
-        return AMDSMI_STATUS_INVAL;
-    emu_ctx ctx;
-    amdsmi_status_t rc = emu_ctx_open(&ctx, handle);
-    if (rc != AMDSMI_STATUS_SUCCESS)
-        return rc;
-    bdf->as_uint = make_bdf(ctx.gpu, ctx.partition);
-    emu_ctx_close(&ctx);
+    amdsmi_bdf_t *bdf = out;
+    bdf->as_uint = make_bdf(ctx->gpu, ctx->partition);
     return AMDSMI_STATUS_SUCCESS;
 }
 
-AMDSMI_API amdsmi_status_t amdsmi_get_gpu_bdf_id(amdsmi_processor_handle handle, uint64_t *bdfid)
+AMDSMI_API amdsmi_status_t amdsmi_get_gpu_device_bdf(amdsmi_processor_handle handle, amdsmi_bdf_t *bdf)
 {
-    if (bdfid == NULL)
-        return AMDSMI_STATUS_INVAL;
-    emu_ctx ctx;
-    amdsmi_status_t rc = emu_ctx_open(&ctx, handle);
-    if (rc != AMDSMI_STATUS_SUCCESS)
-        return rc;
-    /* rocm-smi BDFID: domain<<32 | bus<<8 | device<<3 | function, partition id in bits 28-31. */
-    *bdfid = ((uint64_t)emu_gpu_bus(ctx.gpu) << 8) | (uint64_t)ctx.partition |
-             ((uint64_t)ctx.partition << 28);
-    emu_ctx_close(&ctx);
-    return AMDSMI_STATUS_SUCCESS;
+    return emu_get(handle, bdf, fill_bdf);
 }
+
+/* rocm-smi BDFID: domain<<32 | bus<<8 | device<<3 | function, partition id in bits 28-31. */
+EMU_SIMPLE_GETTER(amdsmi_get_gpu_bdf_id, uint64_t,
+                  ((uint64_t)emu_gpu_bus(ctx->gpu) << 8) | (uint64_t)ctx->partition |
+                      ((uint64_t)ctx->partition << 28))
 
 static uint64_t asic_serial(int gpu)
 {
@@ -182,56 +160,49 @@ AMDSMI_API amdsmi_status_t amdsmi_get_gpu_device_uuid(amdsmi_processor_handle ha
     return rc;
 }
 
+static amdsmi_status_t fill_enumeration_info(const emu_ctx *ctx, void *out)
+{
+    amdsmi_enumeration_info_t *info = out;
+    memset(info, 0, sizeof *info);
+    int flat = emu_flat_index(ctx->st, ctx->gpu, ctx->partition);
+    /* amdgpu allocates 8 DRM nodes per GPU at probe (primary + 7 amdgpu_xcp platform devices),
+     * so GPU n's partition p is renderD(128+8n+p) in every mode. */
+    info->drm_render = 128u + 8u * (uint32_t)ctx->gpu + (uint32_t)ctx->partition;
+    info->drm_card = 8u * (uint32_t)ctx->gpu + (uint32_t)ctx->partition;
+    info->hsa_id = 2u + (uint32_t)flat; /* HSA agents: 2 CPU sockets first, then the XCPs */
+    info->hip_id = (uint32_t)flat;      /* the HIP_VISIBLE_DEVICES ordinal */
+    snprintf(info->hip_uuid, sizeof info->hip_uuid, "GPU-%02x%02x%012llx", 0x40 + ctx->partition,
+             (unsigned)ctx->gpu, (unsigned long long)(asic_serial(ctx->gpu) & 0xffffffffffffull));
+    return AMDSMI_STATUS_SUCCESS;
+}
+
 AMDSMI_API amdsmi_status_t amdsmi_get_gpu_enumeration_info(amdsmi_processor_handle handle,
                                                            amdsmi_enumeration_info_t *info)
 {
-    if (info == NULL)
-        return AMDSMI_STATUS_INVAL;
-    emu_ctx ctx;
-    amdsmi_status_t rc = emu_ctx_open(&ctx, handle);
-    if (rc != AMDSMI_STATUS_SUCCESS)
-        return rc;
+    return emu_get(handle, info, fill_enumeration_info);
+}
+
+static amdsmi_status_t fill_kfd_info(const emu_ctx *ctx, void *out)
+{
+    amdsmi_kfd_info_t *info = out;
     memset(info, 0, sizeof *info);
-    int flat = emu_flat_index(ctx.st, ctx.gpu, ctx.partition);
-    /* amdgpu allocates 8 DRM nodes per GPU at probe (primary + 7 amdgpu_xcp platform devices),
-     * so GPU n's partition p is renderD(128+8n+p) in every mode. */
-    info->drm_render = 128u + 8u * (uint32_t)ctx.gpu + (uint32_t)ctx.partition;
-    info->drm_card = 8u * (uint32_t)ctx.gpu + (uint32_t)ctx.partition;
-    info->hsa_id = 2u + (uint32_t)flat; /* HSA agents: 2 CPU sockets first, then the XCPs */
-    info->hip_id = (uint32_t)flat;      /* the HIP_VISIBLE_DEVICES ordinal */
-    snprintf(info->hip_uuid, sizeof info->hip_uuid, "GPU-%02x%02x%012llx", 0x40 + ctx.partition,
-             (unsigned)ctx.gpu, (unsigned long long)(asic_serial(ctx.gpu) & 0xffffffffffffull));
-    emu_ctx_close(&ctx);
+    /* KFD gpu_id is a hash on hardware; here a stable value unique per (GPU, partition). */
+    info->kfd_id = 0xC000u | ((uint64_t)emu_gpu_bus(ctx->gpu) << 3) | (uint64_t)ctx->partition;
+    /* KFD topology nodes: CPU nodes 0-1, then one node per XCP in enumeration order, so node
+     * ids of later GPUs move when an earlier GPU changes mode (as on hardware). */
+    info->node_id = 2u + (uint32_t)emu_flat_index(ctx->st, ctx->gpu, ctx->partition);
+    info->current_partition_id = (uint32_t)ctx->partition;
     return AMDSMI_STATUS_SUCCESS;
 }
 
 AMDSMI_API amdsmi_status_t amdsmi_get_gpu_kfd_info(amdsmi_processor_handle handle, amdsmi_kfd_info_t *info)
 {
-    if (info == NULL)
-        return AMDSMI_STATUS_INVAL;
-    emu_ctx ctx;
-    amdsmi_status_t rc = emu_ctx_open(&ctx, handle);
-    if (rc != AMDSMI_STATUS_SUCCESS)
-        return rc;
-    memset(info, 0, sizeof *info);
-    /* KFD gpu_id is a hash on hardware; here a stable value unique per (GPU, partition). */
-    info->kfd_id = 0xC000u | ((uint64_t)emu_gpu_bus(ctx.gpu) << 3) | (uint64_t)ctx.partition;
-    /* KFD topology nodes: CPU nodes 0-1, then one node per XCP in enumeration order, so node
-     * ids of later GPUs move when an earlier GPU changes mode (as on hardware). */
-    info->node_id = 2u + (uint32_t)emu_flat_index(ctx.st, ctx.gpu, ctx.partition);
-    info->current_partition_id = (uint32_t)ctx.partition;
-    emu_ctx_close(&ctx);
-    return AMDSMI_STATUS_SUCCESS;
+    return emu_get(handle, info, fill_kfd_info);
 }
 
-AMDSMI_API amdsmi_status_t amdsmi_get_gpu_asic_info(amdsmi_processor_handle handle, amdsmi_asic_info_t *info)
+static amdsmi_status_t fill_asic_info(const emu_ctx *ctx, void *out)
 {
-    if (info == NULL)
-        return AMDSMI_STATUS_INVAL;
-    emu_ctx ctx;
-    amdsmi_status_t rc = emu_ctx_open(&ctx, handle);
-    if (rc != AMDSMI_STATUS_SUCCESS)
-        return rc;
+    amdsmi_asic_info_t *info = out;
     memset(info, 0, sizeof *info);
     emu_copy_string(info->market_name, sizeof info->market_name, "AMD Instinct MI300X");
     info->vendor_id = 0x1002;
@@ -239,39 +210,22 @@ AMDSMI_API amdsmi_status_t amdsmi_get_gpu_asic_info(amdsmi_processor_handle hand
     info->subvendor_id = 0x1002;
     info->device_id = 0x74a1;
     info->rev_id = 0x00;
-    snprintf(info->asic_serial, sizeof info->asic_serial, "%016llX", (unsigned long long)asic_serial(ctx.gpu));
-    info->oam_id = (uint32_t)ctx.gpu;
+    snprintf(info->asic_serial, sizeof info->asic_serial, "%016llX", (unsigned long long)asic_serial(ctx->gpu));
+    info->oam_id = (uint32_t)ctx->gpu;
     /* CUs of this partition (KFD node simd_count/simd_per_cu): 304/152/76/38 in SPX/DPX/QPX/CPX. */
-    info->num_of_compute_units = emu_partition_cus(ctx.mode);
+    info->num_of_compute_units = emu_partition_cus(ctx->mode);
     info->target_graphics_version = 0x942; /* the wrapper prints "gfx" + hex: gfx942 */
     info->subsystem_id = 0x74a1;
-    emu_ctx_close(&ctx);
     return AMDSMI_STATUS_SUCCESS;
 }
 
-AMDSMI_API amdsmi_status_t amdsmi_get_gpu_id(amdsmi_processor_handle handle, uint16_t *id)
+AMDSMI_API amdsmi_status_t amdsmi_get_gpu_asic_info(amdsmi_processor_handle handle, amdsmi_asic_info_t *info)
 {
-    if (id == NULL)
-        return AMDSMI_STATUS_INVAL;
-    emu_ctx ctx;
-    amdsmi_status_t rc = emu_ctx_open(&ctx, handle);
-    if (rc == AMDSMI_STATUS_SUCCESS)
-        *id = 0x74a1;
-    emu_ctx_close(&ctx);
-    return rc;
+    return emu_get(handle, info, fill_asic_info);
 }
 
-AMDSMI_API amdsmi_status_t amdsmi_get_gpu_revision(amdsmi_processor_handle handle, uint16_t *revision)
-{
-    if (revision == NULL)
-        return AMDSMI_STATUS_INVAL;
-    emu_ctx ctx;
-    amdsmi_status_t rc = emu_ctx_open(&ctx, handle);
-    if (rc == AMDSMI_STATUS_SUCCESS)
-        *revision = 0;
-    emu_ctx_close(&ctx);
-    return rc;
-}
+EMU_SIMPLE_GETTER(amdsmi_get_gpu_id, uint16_t, 0x74a1)
+EMU_SIMPLE_GETTER(amdsmi_get_gpu_revision, uint16_t, 0)
 
 AMDSMI_API amdsmi_status_t amdsmi_get_gpu_vendor_name(amdsmi_processor_handle handle, char *name, size_t len)
 {
@@ -285,74 +239,41 @@ AMDSMI_API amdsmi_status_t amdsmi_get_gpu_vendor_name(amdsmi_processor_handle ha
     return rc;
 }
 
-AMDSMI_API amdsmi_status_t amdsmi_get_gpu_subsystem_id(amdsmi_processor_handle handle, uint16_t *id)
-{
-    if (id == NULL)
-        return AMDSMI_STATUS_INVAL;
-    emu_ctx ctx;
-    amdsmi_status_t rc = emu_ctx_open(&ctx, handle);
-    if (rc == AMDSMI_STATUS_SUCCESS)
-        *id = 0x74a1;
-    emu_ctx_close(&ctx);
-    return rc;
-}
+EMU_SIMPLE_GETTER(amdsmi_get_gpu_subsystem_id, uint16_t, 0x74a1)
+EMU_SIMPLE_GETTER(amdsmi_get_gpu_virtualization_mode, uint32_t, AMDSMI_VIRTUALIZATION_MODE_BAREMETAL)
+EMU_SIMPLE_GETTER(amdsmi_get_gpu_xcd_counter, uint16_t, (uint16_t)emu_partition_xccs(ctx->mode))
 
-AMDSMI_API amdsmi_status_t amdsmi_get_gpu_virtualization_mode(amdsmi_processor_handle handle, uint32_t *mode)
+static amdsmi_status_t fill_driver_info(const emu_ctx *ctx, void *out)
 {
-    if (mode == NULL)
-        return AMDSMI_STATUS_INVAL;
-    emu_ctx ctx;
-    amdsmi_status_t rc = emu_ctx_open(&ctx, handle);
-    if (rc == AMDSMI_STATUS_SUCCESS)
-        *mode = AMDSMI_VIRTUALIZATION_MODE_BAREMETAL;
-    emu_ctx_close(&ctx);
-    return rc;
-}
-
-AMDSMI_API amdsmi_status_t amdsmi_get_gpu_xcd_counter(amdsmi_processor_handle handle, uint16_t *count)
-{
-    if (count == NULL)
-        return AMDSMI_STATUS_INVAL;
-    emu_ctx ctx;
-    amdsmi_status_t rc = emu_ctx_open(&ctx, handle);
-    if (rc == AMDSMI_STATUS_SUCCESS)
-        *count = (uint16_t)emu_partition_xccs(ctx.mode);
-    emu_ctx_close(&ctx);
-    return rc;
-}
-
-AMDSMI_API amdsmi_status_t amdsmi_get_gpu_driver_info(amdsmi_processor_handle handle, amdsmi_driver_info_t *info)
-{
-    if (info == NULL)
-        return AMDSMI_STATUS_INVAL;
-    emu_ctx ctx;
-    amdsmi_status_t rc = emu_ctx_open(&ctx, handle);
-    if (rc != AMDSMI_STATUS_SUCCESS)
-        return rc;
+    (void)ctx; /* one driver for every GPU */
+    amdsmi_driver_info_t *info = out;
     memset(info, 0, sizeof *info);
     emu_copy_string(info->driver_name, sizeof info->driver_name, "amdgpu");
     emu_copy_string(info->driver_version, sizeof info->driver_version, "6.14.14-emulated");
     emu_copy_string(info->driver_date, sizeof info->driver_date, "2015/01/01 00:00");
-    emu_ctx_close(&ctx);
+    return AMDSMI_STATUS_SUCCESS;
+}
+
+AMDSMI_API amdsmi_status_t amdsmi_get_gpu_driver_info(amdsmi_processor_handle handle, amdsmi_driver_info_t *info)
+{
+    return emu_get(handle, info, fill_driver_info);
+}
+
+static amdsmi_status_t fill_board_info(const emu_ctx *ctx, void *out)
+{
+    amdsmi_board_info_t *info = out;
+    memset(info, 0, sizeof *info);
+    emu_copy_string(info->model_number, sizeof info->model_number, "102-G30211-00");
+    snprintf(info->product_serial, sizeof info->product_serial, "EMU%013llX",
+             (unsigned long long)asic_serial(ctx->gpu) & 0xFFFFFFFFFFFFull);
+    emu_copy_string(info->product_name, sizeof info->product_name, "AMD Instinct MI300X OAM");
+    emu_copy_string(info->manufacturer_name, sizeof info->manufacturer_name, "AMD");
     return AMDSMI_STATUS_SUCCESS;
 }
 
 AMDSMI_API amdsmi_status_t amdsmi_get_gpu_board_info(amdsmi_processor_handle handle, amdsmi_board_info_t *info)
 {
-    if (info == NULL)
-        return AMDSMI_STATUS_INVAL;
-    emu_ctx ctx;
-    amdsmi_status_t rc = emu_ctx_open(&ctx, handle);
-    if (rc != AMDSMI_STATUS_SUCCESS)
-        return rc;
-    memset(info, 0, sizeof *info);
-    emu_copy_string(info->model_number, sizeof info->model_number, "102-G30211-00");
-    snprintf(info->product_serial, sizeof info->product_serial, "EMU%013llX",
-             (unsigned long long)asic_serial(ctx.gpu) & 0xFFFFFFFFFFFFull);
-    emu_copy_string(info->product_name, sizeof info->product_name, "AMD Instinct MI300X OAM");
-    emu_copy_string(info->manufacturer_name, sizeof info->manufacturer_name, "AMD");
-    emu_ctx_close(&ctx);
-    return AMDSMI_STATUS_SUCCESS;
+    return emu_get(handle, info, fill_board_info);
 }
 
 AMDSMI_API amdsmi_status_t amdsmi_get_lib_version(amdsmi_version_t *version)

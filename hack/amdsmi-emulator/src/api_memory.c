@@ -38,38 +38,36 @@ AMDSMI_API amdsmi_status_t amdsmi_get_gpu_memory_usage(amdsmi_processor_handle h
     return memory_query(handle, type, used, 1);
 }
 
+static amdsmi_status_t fill_vram_usage(const emu_ctx *ctx, void *out)
+{
+    amdsmi_vram_usage_t *usage = out;
+    memset(usage, 0, sizeof *usage);
+    usage->vram_total = emu_partition_vram_mib(ctx->mode);
+    usage->vram_used = (uint32_t)(emu_partition_vram_used(ctx->st, ctx->gpu, ctx->partition) / EMU_MIB);
+    return AMDSMI_STATUS_SUCCESS;
+}
+
 AMDSMI_API amdsmi_status_t amdsmi_get_gpu_vram_usage(amdsmi_processor_handle handle, amdsmi_vram_usage_t *usage)
 {
-    if (usage == NULL)
-        return AMDSMI_STATUS_INVAL;
-    emu_ctx ctx;
-    amdsmi_status_t rc = emu_ctx_open(&ctx, handle);
-    if (rc != AMDSMI_STATUS_SUCCESS)
-        return rc;
-    memset(usage, 0, sizeof *usage);
-    usage->vram_total = emu_partition_vram_mib(ctx.mode);
-    usage->vram_used = (uint32_t)(emu_partition_vram_used(ctx.st, ctx.gpu, ctx.partition) / EMU_MIB);
-    emu_ctx_close(&ctx);
+    return emu_get(handle, usage, fill_vram_usage);
+}
+
+static amdsmi_status_t fill_vram_info(const emu_ctx *ctx, void *out)
+{
+    amdsmi_vram_info_t *info = out;
+    int n = emu_mode_partitions(ctx->mode);
+    memset(info, 0, sizeof *info);
+    info->vram_type = AMDSMI_VRAM_TYPE_HBM3;
+    emu_copy_string(info->vram_vendor, sizeof info->vram_vendor, "HYNIX");
+    info->vram_size = emu_partition_vram_mib(ctx->mode);  /* MB, this partition's share */
+    info->vram_bit_width = 8192u / (uint32_t)n;           /* 8 HBM3 stacks x 1024 bits */
+    info->vram_max_bandwidth = 5300u / (uint64_t)n;       /* GB/s, 5.3 TB/s per MI300X */
     return AMDSMI_STATUS_SUCCESS;
 }
 
 AMDSMI_API amdsmi_status_t amdsmi_get_gpu_vram_info(amdsmi_processor_handle handle, amdsmi_vram_info_t *info)
 {
-    if (info == NULL)
-        return AMDSMI_STATUS_INVAL;
-    emu_ctx ctx;
-    amdsmi_status_t rc = emu_ctx_open(&ctx, handle);
-    if (rc != AMDSMI_STATUS_SUCCESS)
-        return rc;
-    int n = emu_mode_partitions(ctx.mode);
-    memset(info, 0, sizeof *info);
-    info->vram_type = AMDSMI_VRAM_TYPE_HBM3;
-    emu_copy_string(info->vram_vendor, sizeof info->vram_vendor, "HYNIX");
-    info->vram_size = emu_partition_vram_mib(ctx.mode);  /* MB, this partition's share */
-    info->vram_bit_width = 8192u / (uint32_t)n;          /* 8 HBM3 stacks x 1024 bits */
-    info->vram_max_bandwidth = 5300u / (uint64_t)n;      /* GB/s, 5.3 TB/s per MI300X */
-    emu_ctx_close(&ctx);
-    return AMDSMI_STATUS_SUCCESS;
+    return emu_get(handle, info, fill_vram_info);
 }
 
 static void fill_proc(const emu_proc *p, int mode, amdsmi_proc_info_t *out)

@@ -51,28 +51,31 @@ AMDSMI_API amdsmi_status_t amdsmi_get_gpu_memory_partition(amdsmi_processor_hand
     return rc;
 }
 
-/* Runs `change` on the state inside an exclusive transaction after resolving `handle`. */
+/* A change to the state, for the GPU `gpu` (-1 for a node-wide change); it is committed only
+ * when it answers AMDSMI_STATUS_SUCCESS. */
 typedef amdsmi_status_t (*emu_change_fn)(emu_state *st, int gpu, uint32_t arg);
 
-static amdsmi_status_t transact(amdsmi_processor_handle handle, emu_change_fn change, uint32_t arg)
+/* Runs `change` inside an exclusive transaction (lock, re-read, change, commit), so concurrent
+ * writers (the CLI, other daemons) lose no update. A NULL `handle` makes the change node-wide;
+ * any other is resolved against the locked state first, so a stale one changes nothing. */
+static amdsmi_status_t run_change(amdsmi_processor_handle handle, emu_change_fn change, uint32_t arg)
 {
     if (!emu_is_initialized())
         return AMDSMI_STATUS_NOT_INIT;
-    if (handle == NULL)
-        return AMDSMI_STATUS_INVAL;
     emu_state *st = malloc(sizeof *st);
     if (st == NULL)
         return AMDSMI_STATUS_OUT_OF_RESOURCES;
     emu_txn txn;
     char err[512];
-    amdsmi_status_t rc;
     if (emu_txn_begin(&txn, st, err, sizeof err)) {
         emu_log("%s", err);
         free(st);
         return AMDSMI_STATUS_FILE_ERROR;
     }
-    int gpu, partition;
-    rc = emu_resolve(st, handle, 0, &gpu, &partition);
+    int gpu = -1, partition;
+    amdsmi_status_t rc = AMDSMI_STATUS_SUCCESS;
+    if (handle != NULL)
+        rc = emu_resolve(st, handle, 0, &gpu, &partition);
     if (rc == AMDSMI_STATUS_SUCCESS)
         rc = change(st, gpu, arg);
     if (rc == AMDSMI_STATUS_SUCCESS && emu_txn_commit(&txn, st, err, sizeof err)) {
@@ -82,6 +85,17 @@ static amdsmi_status_t transact(amdsmi_processor_handle handle, emu_change_fn ch
     emu_txn_end(&txn);
     free(st);
     return rc;
+}
+
+/* The per-GPU setters answer NOT_INIT, then INVAL for a NULL handle, before the state file is
+ * locked or read (a NULL handle would otherwise mean node-wide to run_change). */
+static amdsmi_status_t transact(amdsmi_processor_handle handle, emu_change_fn change, uint32_t arg)
+{
+    if (!emu_is_initialized())
+        return AMDSMI_STATUS_NOT_INIT;
+    if (handle == NULL)
+        return AMDSMI_STATUS_INVAL;
+    return run_change(handle, change, arg);
 }
 
 static amdsmi_status_t change_compute_mode(emu_state *st, int gpu, uint32_t mode)
@@ -142,20 +156,14 @@ AMDSMI_API amdsmi_status_t amdsmi_set_gpu_memory_partition_mode(amdsmi_processor
     return transact(handle, change_memory_mode, nps);
 }
 
-AMDSMI_API amdsmi_status_t amdsmi_get_gpu_memory_partition_config(amdsmi_processor_handle handle,
-                                                                  amdsmi_memory_partition_config_t *config)
+static amdsmi_status_t fill_memory_partition_config(const emu_ctx *ctx, void *out)
 {
-    if (config == NULL)
-        return AMDSMI_STATUS_INVAL;
-    emu_ctx ctx;
-    amdsmi_status_t rc = emu_ctx_open(&ctx, handle);
-    if (rc != AMDSMI_STATUS_SUCCESS)
-        return rc;
+    amdsmi_memory_partition_config_t *config = out;
     memset(config, 0, sizeof *config);
-    config->partition_caps.nps_cap_mask = ctx.st->nps_caps;
-    config->mp_mode = (uint32_t)ctx.st->memory_mode;
+    config->partition_caps.nps_cap_mask = ctx->st->nps_caps;
+    config->mp_mode = (uint32_t)ctx->st->memory_mode;
     /* One NUMA range per memory partition of this GPU's HBM. */
-    uint32_t ranges = (uint32_t)ctx.st->memory_mode;
+    uint32_t ranges = (uint32_t)ctx->st->memory_mode;
     uint64_t size = EMU_GPU_VRAM_MIB * EMU_MIB / ranges;
     config->num_numa_ranges = ranges;
     for (uint32_t i = 0; i < ranges; i++) {
@@ -163,8 +171,13 @@ AMDSMI_API amdsmi_status_t amdsmi_get_gpu_memory_partition_config(amdsmi_process
         config->numa_range[i].start = i * size;
         config->numa_range[i].end = (i + 1) * size - 1;
     }
-    emu_ctx_close(&ctx);
     return AMDSMI_STATUS_SUCCESS;
+}
+
+AMDSMI_API amdsmi_status_t amdsmi_get_gpu_memory_partition_config(amdsmi_processor_handle handle,
+                                                                  amdsmi_memory_partition_config_t *config)
+{
+    return emu_get(handle, config, fill_memory_partition_config);
 }
 
 static void fill_profile(const emu_state *st, int mode, amdsmi_accelerator_partition_profile_t *profile)
@@ -197,15 +210,9 @@ AMDSMI_API amdsmi_status_t amdsmi_get_gpu_accelerator_partition_profile(amdsmi_p
     return AMDSMI_STATUS_SUCCESS;
 }
 
-AMDSMI_API amdsmi_status_t amdsmi_get_gpu_accelerator_partition_profile_config(
-    amdsmi_processor_handle handle, amdsmi_accelerator_partition_profile_config_t *config)
+static amdsmi_status_t fill_profile_config(const emu_ctx *ctx, void *out)
 {
-    if (config == NULL)
-        return AMDSMI_STATUS_INVAL;
-    emu_ctx ctx;
-    amdsmi_status_t rc = emu_ctx_open(&ctx, handle);
-    if (rc != AMDSMI_STATUS_SUCCESS)
-        return rc;
+    amdsmi_accelerator_partition_profile_config_t *config = out;
     memset(config, 0, sizeof *config);
     config->num_profiles = EMU_NUM_PROFILES;
     config->default_profile_index = 0;
@@ -214,7 +221,7 @@ AMDSMI_API amdsmi_status_t amdsmi_get_gpu_accelerator_partition_profile_config(
     config->num_resource_profiles = 4;
     for (uint32_t i = 0; i < EMU_NUM_PROFILES; i++) {
         int mode = emu_profile_mode(i), n = emu_mode_partitions(mode);
-        fill_profile(ctx.st, mode, &config->profiles[i]);
+        fill_profile(ctx->st, mode, &config->profiles[i]);
         /* Per partition: its XCCs, VCN decoders, SDMA engines (2 per XCD), JPEG engines
          * (8 per VCN). In CPX two partitions share one VCN and its JPEGs (ISS-132). */
         const uint32_t types[4] = {AMDSMI_ACCELERATOR_XCC, AMDSMI_ACCELERATOR_DECODER,
@@ -230,8 +237,13 @@ AMDSMI_API amdsmi_status_t amdsmi_get_gpu_accelerator_partition_profile_config(
             res->num_partitions_share_resource = share[r];
         }
     }
-    emu_ctx_close(&ctx);
     return AMDSMI_STATUS_SUCCESS;
+}
+
+AMDSMI_API amdsmi_status_t amdsmi_get_gpu_accelerator_partition_profile_config(
+    amdsmi_processor_handle handle, amdsmi_accelerator_partition_profile_config_t *config)
+{
+    return emu_get(handle, config, fill_profile_config);
 }
 
 static double reload_delay(const emu_state *st)
@@ -254,41 +266,28 @@ static void sleep_seconds(double seconds)
     }
 }
 
-AMDSMI_API amdsmi_status_t amdsmi_gpu_driver_reload(void)
+static amdsmi_status_t reload_driver(emu_state *st, int gpu, uint32_t arg)
 {
-    if (!emu_is_initialized())
-        return AMDSMI_STATUS_NOT_INIT;
-    emu_state *st = malloc(sizeof *st);
-    if (st == NULL)
-        return AMDSMI_STATUS_OUT_OF_RESOURCES;
-    emu_txn txn;
-    char err[512];
-    amdsmi_status_t rc = AMDSMI_STATUS_SUCCESS;
-    if (emu_txn_begin(&txn, st, err, sizeof err)) {
-        emu_log("%s", err);
-        free(st);
-        return AMDSMI_STATUS_FILE_ERROR;
-    }
+    (void)gpu; /* node-wide: every GPU of the hive reloads */
+    (void)arg;
     if (st->num_procs > 0) {
         /* modprobe -r amdgpu fails while a process holds /dev/kfd. */
         emu_log("driver reload refused: %d fake process(es) still use the GPUs", st->num_procs);
-        rc = AMDSMI_STATUS_AMDGPU_RESTART_ERR;
-    } else {
-        /* The lock is held through the delay: other writers (the CLI, another daemon) wait,
-         * readers keep seeing the old modes until the reload completes. */
-        sleep_seconds(reload_delay(st));
-        if (st->pending_memory_mode != 0)
-            st->memory_mode = st->pending_memory_mode;
-        st->pending_memory_mode = 0;
-        for (int g = 0; g < st->num_gpus; g++)
-            emu_bump_gpu(st, g, emu_auto_mode(st->memory_mode));
-        st->epoch++;
-        if (emu_txn_commit(&txn, st, err, sizeof err)) {
-            emu_log("%s", err);
-            rc = AMDSMI_STATUS_FILE_ERROR;
-        }
+        return AMDSMI_STATUS_AMDGPU_RESTART_ERR;
     }
-    emu_txn_end(&txn);
-    free(st);
-    return rc;
+    /* The lock is held through the delay: other writers (the CLI, another daemon) wait,
+     * readers keep seeing the old modes until the reload completes. */
+    sleep_seconds(reload_delay(st));
+    if (st->pending_memory_mode != 0)
+        st->memory_mode = st->pending_memory_mode;
+    st->pending_memory_mode = 0;
+    for (int g = 0; g < st->num_gpus; g++)
+        emu_bump_gpu(st, g, emu_auto_mode(st->memory_mode));
+    st->epoch++;
+    return AMDSMI_STATUS_SUCCESS;
+}
+
+AMDSMI_API amdsmi_status_t amdsmi_gpu_driver_reload(void)
+{
+    return run_change(NULL, reload_driver, 0);
 }

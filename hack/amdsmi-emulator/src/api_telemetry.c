@@ -24,35 +24,23 @@ static int busy_of(const emu_ctx *ctx)
     return emu_partition_busy(ctx->st, ctx->gpu, ctx->partition);
 }
 
-AMDSMI_API amdsmi_status_t amdsmi_get_gpu_activity(amdsmi_processor_handle handle, amdsmi_engine_usage_t *usage)
+static amdsmi_status_t fill_activity(const emu_ctx *ctx, void *out)
 {
-    if (usage == NULL)
-        return AMDSMI_STATUS_INVAL;
-    emu_ctx ctx;
-    amdsmi_status_t rc = emu_ctx_open(&ctx, handle);
-    if (rc != AMDSMI_STATUS_SUCCESS)
-        return rc;
-    int busy = busy_of(&ctx);
+    amdsmi_engine_usage_t *usage = out;
+    int busy = busy_of(ctx);
     memset(usage, 0, sizeof *usage);
     usage->gfx_activity = (uint32_t)busy;
     usage->umc_activity = (uint32_t)(busy * 6 / 10); /* LLM decode is memory-bound: HBM follows gfx */
     usage->mm_activity = 0;
-    emu_ctx_close(&ctx);
     return AMDSMI_STATUS_SUCCESS;
 }
 
-AMDSMI_API amdsmi_status_t amdsmi_get_gpu_busy_percent(amdsmi_processor_handle handle, uint32_t *busy)
+AMDSMI_API amdsmi_status_t amdsmi_get_gpu_activity(amdsmi_processor_handle handle, amdsmi_engine_usage_t *usage)
 {
-    if (busy == NULL)
-        return AMDSMI_STATUS_INVAL;
-    emu_ctx ctx;
-    amdsmi_status_t rc = emu_ctx_open(&ctx, handle);
-    if (rc != AMDSMI_STATUS_SUCCESS)
-        return rc;
-    *busy = (uint32_t)busy_of(&ctx);
-    emu_ctx_close(&ctx);
-    return AMDSMI_STATUS_SUCCESS;
+    return emu_get(handle, usage, fill_activity);
 }
+
+EMU_SIMPLE_GETTER(amdsmi_get_gpu_busy_percent, uint32_t, (uint32_t)busy_of(ctx))
 
 static int hotspot_c(const emu_ctx *ctx)
 {
@@ -103,59 +91,51 @@ AMDSMI_API amdsmi_status_t amdsmi_get_temp_metric(amdsmi_processor_handle handle
     return rc;
 }
 
-AMDSMI_API amdsmi_status_t amdsmi_get_power_info(amdsmi_processor_handle handle, amdsmi_power_info_t *info)
+static amdsmi_status_t fill_power_info(const emu_ctx *ctx, void *out)
 {
-    if (info == NULL)
-        return AMDSMI_STATUS_INVAL;
-    emu_ctx ctx;
-    amdsmi_status_t rc = emu_ctx_open(&ctx, handle);
-    if (rc != AMDSMI_STATUS_SUCCESS)
-        return rc;
+    amdsmi_power_info_t *info = out;
     memset(info, 0, sizeof *info);
-    if (ctx.partition != 0) {
+    if (ctx->partition != 0) {
         info->socket_power = info->current_socket_power = info->average_socket_power = NA16;
         info->gfx_voltage = info->soc_voltage = info->mem_voltage = NA16;
         info->power_limit = NA16;
     } else {
-        uint32_t watts = socket_power_w(&ctx);
+        uint32_t watts = socket_power_w(ctx);
         info->socket_power = watts;
         info->current_socket_power = watts;
         info->average_socket_power = watts;
-        info->gfx_voltage = 700u + (uint64_t)emu_gpu_busy(ctx.st, ctx.gpu); /* mV */
+        info->gfx_voltage = 700u + (uint64_t)emu_gpu_busy(ctx->st, ctx->gpu); /* mV */
         info->soc_voltage = 800;
         info->mem_voltage = 1100;
         info->power_limit = 750;
     }
-    emu_ctx_close(&ctx);
     return AMDSMI_STATUS_SUCCESS;
 }
 
-AMDSMI_API amdsmi_status_t amdsmi_get_gpu_metrics_info(amdsmi_processor_handle handle, amdsmi_gpu_metrics_t *m)
+AMDSMI_API amdsmi_status_t amdsmi_get_power_info(amdsmi_processor_handle handle, amdsmi_power_info_t *info)
 {
-    if (m == NULL)
-        return AMDSMI_STATUS_INVAL;
-    emu_ctx ctx;
-    amdsmi_status_t rc = emu_ctx_open(&ctx, handle);
-    if (rc != AMDSMI_STATUS_SUCCESS)
-        return rc;
-    if (ctx.partition != 0) {
-        emu_ctx_close(&ctx);
+    return emu_get(handle, info, fill_power_info);
+}
+
+static amdsmi_status_t fill_gpu_metrics(const emu_ctx *ctx, void *out)
+{
+    amdsmi_gpu_metrics_t *m = out;
+    if (ctx->partition != 0)
         return AMDSMI_STATUS_NOT_SUPPORTED;
-    }
     /* All-ones is "not available" for every field; fill the ones a partition manager reads. */
     memset(m, 0xFF, sizeof *m);
     struct timespec now;
     clock_gettime(CLOCK_MONOTONIC, &now);
-    int n = emu_mode_partitions(ctx.mode), gpu_busy = emu_gpu_busy(ctx.st, ctx.gpu);
-    uint32_t xccs = emu_partition_xccs(ctx.mode);
+    int n = emu_mode_partitions(ctx->mode), gpu_busy = emu_gpu_busy(ctx->st, ctx->gpu);
+    uint32_t xccs = emu_partition_xccs(ctx->mode);
     m->common_header.structure_size = (uint16_t)sizeof *m;
     m->common_header.format_revision = 1;
     m->common_header.content_revision = 8;
-    m->temperature_hotspot = (uint16_t)hotspot_c(&ctx);
-    m->temperature_mem = (uint16_t)hbm_c(&ctx);
+    m->temperature_hotspot = (uint16_t)hotspot_c(ctx);
+    m->temperature_mem = (uint16_t)hbm_c(ctx);
     m->average_gfx_activity = (uint16_t)gpu_busy;
     m->average_umc_activity = (uint16_t)(gpu_busy * 6 / 10);
-    m->current_socket_power = (uint16_t)socket_power_w(&ctx);
+    m->current_socket_power = (uint16_t)socket_power_w(ctx);
     m->system_clock_counter = (uint64_t)now.tv_sec * 1000000000ull + (uint64_t)now.tv_nsec;
     m->pcie_link_width = 16;
     m->pcie_link_speed = 320; /* 0.1 GT/s units: PCIe 5.0 */
@@ -163,26 +143,36 @@ AMDSMI_API amdsmi_status_t amdsmi_get_gpu_metrics_info(amdsmi_processor_handle h
     m->xgmi_link_speed = 32;
     m->num_partition = (uint16_t)n;
     for (int p = 0; p < n; p++) {
-        int busy = emu_partition_busy(ctx.st, ctx.gpu, p);
+        int busy = emu_partition_busy(ctx->st, ctx->gpu, p);
         for (uint32_t x = 0; x < xccs; x++) {
             m->xcp_stats[p].gfx_busy_inst[x] = (uint32_t)busy;
             m->current_gfxclks[(uint32_t)p * xccs + x] = busy ? 2100 : 500; /* MHz */
         }
     }
-    emu_ctx_close(&ctx);
     return AMDSMI_STATUS_SUCCESS;
 }
 
-/* Every pair of GPUs in the hive is one xGMI hop apart (fully connected 8-OAM baseboard);
- * partitions of one GPU share the device. Weights follow KFD's CRAT: 13 intra-socket, 15 xGMI. */
-static amdsmi_status_t open_pair(emu_ctx *ctx, amdsmi_processor_handle a, amdsmi_processor_handle b, int *gpu_b)
+AMDSMI_API amdsmi_status_t amdsmi_get_gpu_metrics_info(amdsmi_processor_handle handle, amdsmi_gpu_metrics_t *m)
 {
-    amdsmi_status_t rc = emu_ctx_open(ctx, b);
+    return emu_get(handle, m, fill_gpu_metrics);
+}
+
+/* Every pair of GPUs in the hive is one xGMI hop apart (fully connected 8-OAM baseboard);
+ * partitions of one GPU share the device. Weights follow KFD's CRAT: 13 intra-socket, 15 xGMI.
+ * So a link depends only on whether both handles are partitions of one GPU. */
+static amdsmi_status_t same_gpu(amdsmi_processor_handle a, amdsmi_processor_handle b, int *same)
+{
+    emu_ctx ctx;
+    amdsmi_status_t rc = emu_ctx_open(&ctx, b);
     if (rc != AMDSMI_STATUS_SUCCESS)
         return rc;
-    *gpu_b = ctx->gpu;
-    emu_ctx_close(ctx);
-    return emu_ctx_open(ctx, a);
+    int gpu_b = ctx.gpu;
+    emu_ctx_close(&ctx);
+    rc = emu_ctx_open(&ctx, a);
+    if (rc == AMDSMI_STATUS_SUCCESS)
+        *same = ctx.gpu == gpu_b;
+    emu_ctx_close(&ctx);
+    return rc;
 }
 
 AMDSMI_API amdsmi_status_t amdsmi_topo_get_link_type(amdsmi_processor_handle a, amdsmi_processor_handle b,
@@ -190,16 +180,13 @@ AMDSMI_API amdsmi_status_t amdsmi_topo_get_link_type(amdsmi_processor_handle a, 
 {
     if (hops == NULL || type == NULL)
         return AMDSMI_STATUS_INVAL;
-    emu_ctx ctx;
-    int gpu_b;
-    amdsmi_status_t rc = open_pair(&ctx, a, b, &gpu_b);
-    if (rc != AMDSMI_STATUS_SUCCESS)
-        return rc;
-    int same = ctx.gpu == gpu_b;
-    *hops = same ? 0 : 1;
-    *type = same ? AMDSMI_LINK_TYPE_INTERNAL : AMDSMI_LINK_TYPE_XGMI;
-    emu_ctx_close(&ctx);
-    return AMDSMI_STATUS_SUCCESS;
+    int same;
+    amdsmi_status_t rc = same_gpu(a, b, &same);
+    if (rc == AMDSMI_STATUS_SUCCESS) {
+        *hops = same ? 0 : 1;
+        *type = same ? AMDSMI_LINK_TYPE_INTERNAL : AMDSMI_LINK_TYPE_XGMI;
+    }
+    return rc;
 }
 
 AMDSMI_API amdsmi_status_t amdsmi_topo_get_link_weight(amdsmi_processor_handle a, amdsmi_processor_handle b,
@@ -207,14 +194,11 @@ AMDSMI_API amdsmi_status_t amdsmi_topo_get_link_weight(amdsmi_processor_handle a
 {
     if (weight == NULL)
         return AMDSMI_STATUS_INVAL;
-    emu_ctx ctx;
-    int gpu_b;
-    amdsmi_status_t rc = open_pair(&ctx, a, b, &gpu_b);
-    if (rc != AMDSMI_STATUS_SUCCESS)
-        return rc;
-    *weight = ctx.gpu == gpu_b ? 13 : 15;
-    emu_ctx_close(&ctx);
-    return AMDSMI_STATUS_SUCCESS;
+    int same;
+    amdsmi_status_t rc = same_gpu(a, b, &same);
+    if (rc == AMDSMI_STATUS_SUCCESS)
+        *weight = same ? 13 : 15;
+    return rc;
 }
 
 AMDSMI_API amdsmi_status_t amdsmi_is_P2P_accessible(amdsmi_processor_handle a, amdsmi_processor_handle b,
@@ -222,43 +206,28 @@ AMDSMI_API amdsmi_status_t amdsmi_is_P2P_accessible(amdsmi_processor_handle a, a
 {
     if (accessible == NULL)
         return AMDSMI_STATUS_INVAL;
-    emu_ctx ctx;
-    int gpu_b;
-    amdsmi_status_t rc = open_pair(&ctx, a, b, &gpu_b);
-    if (rc != AMDSMI_STATUS_SUCCESS)
-        return rc;
-    *accessible = true;
-    emu_ctx_close(&ctx);
-    return AMDSMI_STATUS_SUCCESS;
+    int same;
+    amdsmi_status_t rc = same_gpu(a, b, &same); /* resolves both: a stale handle is NOT_FOUND */
+    if (rc == AMDSMI_STATUS_SUCCESS)
+        *accessible = true;
+    return rc;
 }
 
-AMDSMI_API amdsmi_status_t amdsmi_topo_get_numa_node_number(amdsmi_processor_handle handle, uint32_t *node)
+/* Two CPU sockets; the first half of the OAMs hang off socket 0. */
+EMU_SIMPLE_GETTER(amdsmi_topo_get_numa_node_number, uint32_t, ctx->gpu < (ctx->st->num_gpus + 1) / 2 ? 0 : 1)
+
+static amdsmi_status_t fill_xgmi_info(const emu_ctx *ctx, void *out)
 {
-    if (node == NULL)
-        return AMDSMI_STATUS_INVAL;
-    emu_ctx ctx;
-    amdsmi_status_t rc = emu_ctx_open(&ctx, handle);
-    if (rc != AMDSMI_STATUS_SUCCESS)
-        return rc;
-    /* Two CPU sockets; the first half of the OAMs hang off socket 0. */
-    *node = ctx.gpu < (ctx.st->num_gpus + 1) / 2 ? 0 : 1;
-    emu_ctx_close(&ctx);
+    amdsmi_xgmi_info_t *info = out;
+    memset(info, 0, sizeof *info);
+    info->xgmi_lanes = 16;
+    info->xgmi_hive_id = 0x4D49333030580000ull; /* one hive per node */
+    info->xgmi_node_id = (uint64_t)ctx->gpu;
+    info->index = (uint32_t)ctx->gpu;
     return AMDSMI_STATUS_SUCCESS;
 }
 
 AMDSMI_API amdsmi_status_t amdsmi_get_xgmi_info(amdsmi_processor_handle handle, amdsmi_xgmi_info_t *info)
 {
-    if (info == NULL)
-        return AMDSMI_STATUS_INVAL;
-    emu_ctx ctx;
-    amdsmi_status_t rc = emu_ctx_open(&ctx, handle);
-    if (rc != AMDSMI_STATUS_SUCCESS)
-        return rc;
-    memset(info, 0, sizeof *info);
-    info->xgmi_lanes = 16;
-    info->xgmi_hive_id = 0x4D49333030580000ull; /* one hive per node */
-    info->xgmi_node_id = (uint64_t)ctx.gpu;
-    info->index = (uint32_t)ctx.gpu;
-    emu_ctx_close(&ctx);
-    return AMDSMI_STATUS_SUCCESS;
+    return emu_get(handle, info, fill_xgmi_info);
 }

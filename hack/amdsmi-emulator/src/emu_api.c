@@ -124,6 +124,18 @@ void emu_ctx_close(emu_ctx *ctx)
     ctx->st = NULL;
 }
 
+amdsmi_status_t emu_get(amdsmi_processor_handle handle, void *out, emu_fill_fn fill)
+{
+    if (out == NULL)
+        return AMDSMI_STATUS_INVAL;
+    emu_ctx ctx;
+    amdsmi_status_t rc = emu_ctx_open(&ctx, handle);
+    if (rc == AMDSMI_STATUS_SUCCESS)
+        rc = fill(&ctx, out);
+    emu_ctx_close(&ctx); /* a failed open leaves nothing to free: closing it is a no-op */
+    return rc;
+}
+
 int emu_init_ref(int delta)
 {
     if (delta > 0)

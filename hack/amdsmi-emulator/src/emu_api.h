@@ -37,6 +37,30 @@ amdsmi_status_t emu_ctx_open(emu_ctx *ctx, amdsmi_processor_handle handle);
 /* Loads the state and resolves a socket handle (partition is -1). */
 amdsmi_status_t emu_ctx_open_socket(emu_ctx *ctx, amdsmi_socket_handle handle);
 void emu_ctx_close(emu_ctx *ctx);
+
+/* Writes a getter's answer to `out` from an open context; returns the call's status. */
+typedef amdsmi_status_t (*emu_fill_fn)(const emu_ctx *ctx, void *out);
+
+/* The body most processor getters share: AMDSMI_STATUS_INVAL for a NULL `out` (checked first, so
+ * it wins over NOT_INIT and a bad handle), then open the handle's context, `fill`, close. Keeps
+ * each exported getter down to its ABI prototype and what it answers. */
+amdsmi_status_t emu_get(amdsmi_processor_handle handle, void *out, emu_fill_fn fill);
+
+/* A getter whose whole answer is one expression of the open context `ctx` (a const emu_ctx *):
+ *   EMU_SIMPLE_GETTER(amdsmi_get_gpu_id, uint16_t, 0x74a1)
+ * defines the exported `amdsmi_status_t amdsmi_get_gpu_id(amdsmi_processor_handle, uint16_t *)`,
+ * the prototype amdsmi declares, answering through emu_get(). */
+#define EMU_SIMPLE_GETTER(name, type, expr)                                         \
+    static amdsmi_status_t fill_##name(const emu_ctx *ctx, void *out)               \
+    {                                                                               \
+        (void)ctx; /* a constant answer does not look at it */                      \
+        *(type *)out = (expr);                                                      \
+        return AMDSMI_STATUS_SUCCESS;                                               \
+    }                                                                               \
+    AMDSMI_API amdsmi_status_t name(amdsmi_processor_handle handle, type *out)      \
+    {                                                                               \
+        return emu_get(handle, out, fill_##name);                                   \
+    }
 /* Resolves a handle against an already loaded state (used inside write transactions). */
 amdsmi_status_t emu_resolve(const emu_state *st, void *handle, int want_socket, int *gpu, int *partition);
 

@@ -18,10 +18,7 @@
 
 #define EMU_STATE_MAX_BYTES (1 << 20)
 
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
+void emu_set_err(char *err, size_t errlen, const char *fmt, ...)
 {
     if (err == NULL || errlen == 0)
         return;
@@ -121,13 +118,13 @@ static int read_state_file(const char *path, emu_state *st, char *err, size_t er
     if (f == NULL) {
         if (errno == ENOENT)
             return 1;
-        set_err(err, errlen, "cannot open %s: %s", path, strerror(errno));
+        emu_set_err(err, errlen, "cannot open %s: %s", path, strerror(errno));
         return -1;
     }
     char *buf = malloc(EMU_STATE_MAX_BYTES + 1);
     if (buf == NULL) {
         fclose(f);
-        set_err(err, errlen, "out of memory");
+        emu_set_err(err, errlen, "out of memory");
         return -1;
     }
     size_t len = fread(buf, 1, EMU_STATE_MAX_BYTES + 1, f);
@@ -135,7 +132,7 @@ static int read_state_file(const char *path, emu_state *st, char *err, size_t er
     fclose(f);
     if (failed || len > EMU_STATE_MAX_BYTES) {
         free(buf);
-        set_err(err, errlen, "cannot read %s (or larger than 1 MiB)", path);
+        emu_set_err(err, errlen, "cannot read %s (or larger than 1 MiB)", path);
         return -1;
     }
     buf[len] = '\0';
@@ -143,7 +140,7 @@ static int read_state_file(const char *path, emu_state *st, char *err, size_t er
     int rc = emu_state_parse(buf, st, why, sizeof why);
     free(buf);
     if (rc) {
-        set_err(err, errlen, "%s: %s", path, why);
+        emu_set_err(err, errlen, "%s: %s", path, why);
         return -1;
     }
     return 0;
@@ -156,12 +153,12 @@ int emu_txn_begin(emu_txn *txn, emu_state *st, char *err, size_t errlen)
     snprintf(lock_path, sizeof lock_path, "%s.lock", txn->path);
     txn->lock_fd = open(lock_path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
     if (txn->lock_fd < 0) {
-        set_err(err, errlen, "cannot open lock file %s: %s", lock_path, strerror(errno));
+        emu_set_err(err, errlen, "cannot open lock file %s: %s", lock_path, strerror(errno));
         return -1;
     }
     while (flock(txn->lock_fd, LOCK_EX) != 0) {
         if (errno != EINTR) {
-            set_err(err, errlen, "cannot lock %s: %s", lock_path, strerror(errno));
+            emu_set_err(err, errlen, "cannot lock %s: %s", lock_path, strerror(errno));
             emu_txn_end(txn);
             return -1;
         }
@@ -182,12 +179,12 @@ int emu_txn_commit(emu_txn *txn, const emu_state *st, char *err, size_t errlen)
 {
     char why[256];
     if (emu_state_validate(st, why, sizeof why)) {
-        set_err(err, errlen, "refusing to write an invalid state: %s", why);
+        emu_set_err(err, errlen, "refusing to write an invalid state: %s", why);
         return -1;
     }
     char *text = emu_state_format(st);
     if (text == NULL) {
-        set_err(err, errlen, "out of memory");
+        emu_set_err(err, errlen, "out of memory");
         return -1;
     }
     char tmp[4200];
@@ -211,7 +208,7 @@ int emu_txn_commit(emu_txn *txn, const emu_state *st, char *err, size_t errlen)
     if (!ok) {
         saved = errno ? errno : saved;
         unlink(tmp);
-        set_err(err, errlen, "cannot write %s: %s", txn->path, strerror(saved));
+        emu_set_err(err, errlen, "cannot write %s: %s", txn->path, strerror(saved));
         return -1;
     }
     return 0;

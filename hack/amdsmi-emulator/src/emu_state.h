@@ -70,6 +70,10 @@ int emu_txn_begin(emu_txn *txn, emu_state *st, char *err, size_t errlen);
 int emu_txn_commit(emu_txn *txn, const emu_state *st, char *err, size_t errlen);
 void emu_txn_end(emu_txn *txn);
 
+/* Writes a message into an `err` buffer, which callers may leave out (NULL or 0 bytes). Shared by
+ * emu_state.c and emu_state_text.c, which report errors the same way. */
+void emu_set_err(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
 /* Formatting and parsing, exposed for the CLI and tests. */
 int emu_state_parse(const char *text, emu_state *st, char *err, size_t errlen);
 char *emu_state_format(const emu_state *st); /* malloc'd */

@@ -4,26 +4,12 @@
  * never guessed around.
  */
 #include <errno.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "amdsmi_abi.h"
 #include "emu_state.h"
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (err == NULL || errlen == 0)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
 
 void emu_format_caps(uint32_t caps, char *out, size_t outlen)
 {
@@ -44,7 +30,7 @@ int emu_parse_caps(const char *text, uint32_t *caps, char *err, size_t errlen)
 {
     char buf[128];
     if (snprintf(buf, sizeof buf, "%s", text) >= (int)sizeof buf) {
-        set_err(err, errlen, "memory partition caps too long: '%s'", text);
+        emu_set_err(err, errlen, "memory partition caps too long: '%s'", text);
         return -1;
     }
     uint32_t mask = 0;
@@ -52,17 +38,17 @@ int emu_parse_caps(const char *text, uint32_t *caps, char *err, size_t errlen)
     for (char *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
         int nps = emu_nps_parse(tok);
         if (nps == 0) {
-            set_err(err, errlen, "unknown memory partition mode '%s' (use NPS1, NPS2, NPS4)", tok);
+            emu_set_err(err, errlen, "unknown memory partition mode '%s' (use NPS1, NPS2, NPS4)", tok);
             return -1;
         }
         if (nps == AMDSMI_MEMORY_PARTITION_NPS8) {
-            set_err(err, errlen, "NPS8 is defined in the API but not supported on MI300X");
+            emu_set_err(err, errlen, "NPS8 is defined in the API but not supported on MI300X");
             return -1;
         }
         mask |= emu_nps_cap_bit(nps);
     }
     if (!(mask & AMDSMI_NPS1_CAP)) {
-        set_err(err, errlen, "memory partition caps must include NPS1 (got '%s')", text);
+        emu_set_err(err, errlen, "memory partition caps must include NPS1 (got '%s')", text);
         return -1;
     }
     *caps = mask;
@@ -72,44 +58,44 @@ int emu_parse_caps(const char *text, uint32_t *caps, char *err, size_t errlen)
 int emu_state_validate(const emu_state *st, char *err, size_t errlen)
 {
     if (st->num_gpus < 1 || st->num_gpus > EMU_MAX_GPUS) {
-        set_err(err, errlen, "gpus must be 1..%d, got %d", EMU_MAX_GPUS, st->num_gpus);
+        emu_set_err(err, errlen, "gpus must be 1..%d, got %d", EMU_MAX_GPUS, st->num_gpus);
         return -1;
     }
     if (!(st->nps_caps & AMDSMI_NPS1_CAP) || (st->nps_caps & ~(AMDSMI_NPS1_CAP | AMDSMI_NPS2_CAP | AMDSMI_NPS4_CAP))) {
-        set_err(err, errlen, "nps_caps must include NPS1 and only NPS1, NPS2, NPS4");
+        emu_set_err(err, errlen, "nps_caps must include NPS1 and only NPS1, NPS2, NPS4");
         return -1;
     }
     if (!(st->nps_caps & emu_nps_cap_bit(st->memory_mode))) {
-        set_err(err, errlen, "memory_mode %s is not in nps_caps", emu_nps_name(st->memory_mode));
+        emu_set_err(err, errlen, "memory_mode %s is not in nps_caps", emu_nps_name(st->memory_mode));
         return -1;
     }
     if (st->pending_memory_mode != 0 && !(st->nps_caps & emu_nps_cap_bit(st->pending_memory_mode))) {
-        set_err(err, errlen, "pending_memory_mode %s is not in nps_caps", emu_nps_name(st->pending_memory_mode));
+        emu_set_err(err, errlen, "pending_memory_mode %s is not in nps_caps", emu_nps_name(st->pending_memory_mode));
         return -1;
     }
     if (st->reload_delay_s < 0 || st->reload_delay_s > 3600) {
-        set_err(err, errlen, "reload_delay_s must be 0..3600");
+        emu_set_err(err, errlen, "reload_delay_s must be 0..3600");
         return -1;
     }
     for (int g = 0; g < st->num_gpus; g++) {
         int mode = st->gpus[g].mode;
         if (emu_mode_partitions(mode) == 0) {
-            set_err(err, errlen, "gpu %d: compute mode %s is not supported on MI300X", g, emu_mode_name(mode));
+            emu_set_err(err, errlen, "gpu %d: compute mode %s is not supported on MI300X", g, emu_mode_name(mode));
             return -1;
         }
         if (!(emu_mode_nps_mask(mode) & emu_nps_cap_bit(st->memory_mode))) {
-            set_err(err, errlen, "gpu %d: %s is not valid with %s", g, emu_mode_name(mode), emu_nps_name(st->memory_mode));
+            emu_set_err(err, errlen, "gpu %d: %s is not valid with %s", g, emu_mode_name(mode), emu_nps_name(st->memory_mode));
             return -1;
         }
     }
     for (int i = 0; i < st->num_procs; i++) {
         const emu_proc *p = &st->procs[i];
         if (p->gpu < 0 || p->gpu >= st->num_gpus || p->partition < 0 || p->partition >= emu_gpu_partitions(st, p->gpu)) {
-            set_err(err, errlen, "process %u sits on gpu %d partition %d, which does not exist", p->pid, p->gpu, p->partition);
+            emu_set_err(err, errlen, "process %u sits on gpu %d partition %d, which does not exist", p->pid, p->gpu, p->partition);
             return -1;
         }
         if (p->busy_pct < 0 || p->busy_pct > 100) {
-            set_err(err, errlen, "process %u: busy must be 0..100", p->pid);
+            emu_set_err(err, errlen, "process %u: busy must be 0..100", p->pid);
             return -1;
         }
     }
@@ -220,7 +206,7 @@ int emu_state_parse(const char *text, emu_state *st, char *err, size_t errlen)
 {
     char *copy = strdup(text);
     if (copy == NULL) {
-        set_err(err, errlen, "out of memory");
+        emu_set_err(err, errlen, "out of memory");
         return -1;
     }
     memset(st, 0, sizeof *st);
@@ -273,12 +259,12 @@ int emu_state_parse(const char *text, emu_state *st, char *err, size_t errlen)
         } else if (strcmp(key, "proc") == 0) {
             bad = parse_proc_line(rest, st);
         } else {
-            set_err(err, errlen, "line %d: unknown key '%s'", lineno, key);
+            emu_set_err(err, errlen, "line %d: unknown key '%s'", lineno, key);
             rc = -1;
             break;
         }
         if (bad) {
-            set_err(err, errlen, "line %d: cannot parse '%s' line (see README.md for the format)", lineno, key);
+            emu_set_err(err, errlen, "line %d: cannot parse '%s' line (see README.md for the format)", lineno, key);
             rc = -1;
             break;
         }
@@ -287,12 +273,12 @@ int emu_state_parse(const char *text, emu_state *st, char *err, size_t errlen)
     if (rc)
         return rc;
     if (!have_format || st->num_gpus == 0) {
-        set_err(err, errlen, "missing 'format 1' or 'gpus N' line");
+        emu_set_err(err, errlen, "missing 'format 1' or 'gpus N' line");
         return -1;
     }
     for (int g = 0; g < st->num_gpus; g++) {
         if (!seen_gpu[g]) {
-            set_err(err, errlen, "missing line 'gpu %d mode ... generation ...'", g);
+            emu_set_err(err, errlen, "missing line 'gpu %d mode ... generation ...'", g);
             return -1;
         }
     }
