@@ -18,6 +18,7 @@ from mipart.runtime import logs
 from mipart.runtime.signals import wait_for_stop
 
 if TYPE_CHECKING:
+    from mipart.daemon.deviceplugin.plugin import DevicePlugin
     from mipart.daemon.kube.publisher import GpuNodePublisher
 from mipart.daemon.manager.store import StateStore
 from mipart.daemon.metrics import DaemonMetrics
@@ -78,6 +79,24 @@ def build_parser() -> argparse.ArgumentParser:
         default=20.0,
         help="seconds between GPUNode status writes when nothing changes",
     )
+    p.add_argument(
+        "--device-plugin-dir",
+        type=Path,
+        help="serve the kubelet device plugin for mipart.io/partition in this directory "
+        "(in a cluster: /var/lib/kubelet/device-plugins without this flag)",
+    )
+    p.add_argument(
+        "--pod-resources-socket",
+        type=Path,
+        default=Path("/var/lib/kubelet/pod-resources/kubelet.sock"),
+        help="the kubelet's pod-resources API, which says which pod holds which slot",
+    )
+    p.add_argument(
+        "--cdi-dir",
+        type=Path,
+        default=Path("/var/run/cdi"),
+        help="where the device plugin writes the CDI spec of each slot",
+    )
     logs.add_arguments(p)
     return p
 
@@ -131,6 +150,7 @@ def main(argv: list[str] | None = None) -> int:
         start_http_server(int(port), addr=host or "127.0.0.1", registry=metrics.registry)
     manager.start()
     publisher = _publisher(args, manager)
+    plugin = _device_plugin(args, manager, publisher)
     inventory = manager.status().inventory
     log.info(
         "daemon.serving",
@@ -143,6 +163,8 @@ def main(argv: list[str] | None = None) -> int:
     log.info("daemon.stopping")
     health.enter_graceful_shutdown()
     server.stop(grace=5).wait()
+    if plugin is not None:
+        plugin.stop()
     if publisher is not None:
         publisher.stop()
     manager.stop()
@@ -163,6 +185,42 @@ def _publisher(args: argparse.Namespace, manager: PartitionManager) -> GpuNodePu
     )
     publisher.start()
     return publisher
+
+
+def _device_plugin(
+    args: argparse.Namespace, manager: PartitionManager, publisher: GpuNodePublisher | None
+) -> DevicePlugin | None:
+    """Serve the kubelet device plugin when given its directory or running in a cluster.
+
+    It reads pods' allocations from the API server, so it needs Kubernetes access; the
+    publisher's cache of this node's pods spares it a request per container start.
+    """
+    plugin_dir = args.device_plugin_dir
+    if plugin_dir is None and "KUBERNETES_SERVICE_HOST" in os.environ:
+        plugin_dir = Path("/var/lib/kubelet/device-plugins")
+    if plugin_dir is None:
+        log.info("deviceplugin.disabled", reason="no --device-plugin-dir and not in a cluster")
+        return None
+    if args.kubeconfig is None and "KUBERNETES_SERVICE_HOST" not in os.environ:
+        log.warning("deviceplugin.disabled", reason="needs --kubeconfig to read allocations")
+        return None
+    from mipart.daemon.deviceplugin.allocations import Allocations  # noqa: PLC0415
+    from mipart.daemon.deviceplugin.plugin import DevicePlugin  # noqa: PLC0415
+    from mipart.kube.api import KubeApi  # noqa: PLC0415
+
+    allocations = Allocations(
+        KubeApi.connect(args.kubeconfig), None if publisher is None else publisher.pods
+    )
+    plugin = DevicePlugin(
+        manager,
+        allocations,
+        plugin_dir=plugin_dir,
+        pod_resources_socket=args.pod_resources_socket,
+        cdi_dir=args.cdi_dir,
+    )
+    plugin.start()
+    log.info("deviceplugin.started", dir=str(plugin_dir), cdi_dir=str(args.cdi_dir))
+    return plugin
 
 
 if __name__ == "__main__":
