@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import orjson
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
@@ -47,7 +48,7 @@ class KubeApi:
     ) -> Any:
         response = self._send(method, path, query, body, content_type=content_type, timeout=timeout)
         data = response.read()
-        return json.loads(data) if data else None
+        return orjson.loads(data) if data else None
 
     def get(self, path: str, **query: str) -> Any:
         return self.request("GET", path, query=query or None)
@@ -78,7 +79,8 @@ class KubeApi:
                 *lines, buffer = buffer.split(b"\n")
                 for line in lines:
                     if line.strip():
-                        yield json.loads(line)
+                        # orjson: parsing watch events was a fifth of the extender's CPU.
+                        yield orjson.loads(line)
         finally:
             raw.release_conn()
 

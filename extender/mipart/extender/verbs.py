@@ -87,10 +87,8 @@ class Verbs:
         except AnnotationError:
             return [{"Host": n, "Score": 0} for n in names]
         evaluation = self.cluster.locked(lambda view: view.evaluate(request, names))
-        scores = [
-            {"Host": n, "Score": evaluation.feasible[n].score if n in evaluation.feasible else 0}
-            for n in names
-        ]
+        feasible = evaluation.feasible
+        scores = [{"Host": n, "Score": p.score if (p := feasible.get(n)) else 0} for n in names]
         self.metrics.latency.labels("prioritize").observe(time.perf_counter() - started)
         return scores
 
