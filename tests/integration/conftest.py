@@ -57,7 +57,14 @@ def namespace(api: Any) -> Generator[str, None, None]:
         timeout=60,
     )
     yield name
-    # The namespace controller deletes what is in it; nothing waits for that.
+    # Pods hold partitions (their allocations) until they are gone, and the next test may use
+    # the same nodes: delete them now and wait, then leave the rest to the namespace controller.
+    core.delete_collection_namespaced_pod(name, grace_period_seconds=0)
+    wait_until(
+        f"the pods of {name} to be gone",
+        lambda: not core.list_namespaced_pod(name).items,
+        timeout=120,
+    )
     core.delete_namespace(name)
 
 

@@ -148,8 +148,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.metrics_address != "off":
         host, _, port = args.metrics_address.rpartition(":")
         start_http_server(int(port), addr=host or "127.0.0.1", registry=metrics.registry)
-    manager.start()
+    # The publisher (and its pod cache) exists before the manager starts, so that even the
+    # start-up reconcile refuses to change a GPU that a pod holds an allocation on.
     publisher = _publisher(args, manager)
+    if publisher is not None:
+        publisher.start()
+    manager.start()
     plugin = _device_plugin(args, manager, publisher)
     inventory = manager.status().inventory
     log.info(
@@ -177,13 +181,22 @@ def _publisher(args: argparse.Namespace, manager: PartitionManager) -> GpuNodePu
     if args.kubeconfig is None and "KUBERNETES_SERVICE_HOST" not in os.environ:
         log.info("gpunode.disabled", reason="no --kubeconfig and not in a cluster")
         return None
+    from mipart.daemon.kube.events import GpuNodeEvents  # noqa: PLC0415
     from mipart.daemon.kube.publisher import GpuNodePublisher  # noqa: PLC0415
+    from mipart.daemon.kube.spec import SpecWatcher  # noqa: PLC0415
+    from mipart.daemon.manager.desired import DesiredLayoutReconciler  # noqa: PLC0415
     from mipart.kube.api import KubeApi  # noqa: PLC0415
 
+    api = KubeApi.connect(args.kubeconfig)
+    reconciler = DesiredLayoutReconciler(manager)
     publisher = GpuNodePublisher(
-        KubeApi.connect(args.kubeconfig), args.node_name, manager, heartbeat_s=args.heartbeat
+        api, args.node_name, manager, heartbeat_s=args.heartbeat, reconciler=reconciler
     )
-    publisher.start()
+    manager.set_occupant_check(publisher.occupants)
+    watcher = SpecWatcher(api, args.node_name, reconciler)
+    reconciler.add_notifier(GpuNodeEvents(api, args.node_name, watcher.uid).record)
+    watcher.start()
+    reconciler.start()
     return publisher
 
 

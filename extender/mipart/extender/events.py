@@ -9,12 +9,12 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from datetime import UTC, datetime
 from typing import Any
 
 import structlog
 
 from mipart.kube.api import KubeApi, KubeError
+from mipart.kube.events import event_body, events_path
 
 log = structlog.get_logger(__name__)
 
@@ -47,30 +47,22 @@ class EventReporter:
         if len(self._last) > 10_000:  # forget pods long gone
             self._last = {k: v for k, v in self._last.items() if now - v < self._interval_s}
         namespace = meta.get("namespace", "default")
-        stamp = datetime.now(UTC)
-        event = {
-            "apiVersion": "events.k8s.io/v1",
-            "kind": "Event",
-            # Named as client-go names Events: the object's name and a hex timestamp.
-            "metadata": {
-                "name": f"{meta.get('name', 'pod')}.{time.time_ns():x}",
-                "namespace": namespace,
-            },
-            "eventTime": stamp.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
-            "type": kind,
-            "reason": reason,
-            "note": message[:1024],
-            "action": "Scheduling",
-            "reportingController": self._component,
-            "reportingInstance": self._instance,
-            "regarding": {
+        event = event_body(
+            {
                 "apiVersion": "v1",
                 "kind": "Pod",
                 "name": meta.get("name"),
                 "namespace": namespace,
                 "uid": uid,
             },
-        }
+            namespace=namespace,
+            reason=reason,
+            note=message,
+            warning=kind == "Warning",
+            controller=self._component,
+            instance=self._instance,
+            action="Scheduling",
+        )
         try:
             self._queue.put_nowait(event)
         except queue.Full:
@@ -81,6 +73,6 @@ class EventReporter:
             event = self._queue.get()
             namespace = event["metadata"]["namespace"]
             try:
-                self._api.post(f"/apis/events.k8s.io/v1/namespaces/{namespace}/events", event)
+                self._api.post(events_path(namespace), event)
             except (KubeError, OSError) as err:
                 log.warning("events.failed", error=str(err))

@@ -13,8 +13,10 @@ from typing import Any
 import structlog
 
 from mipart.daemon.kube.status import gpunode_status
+from mipart.daemon.manager.desired import DesiredLayoutReconciler
 from mipart.daemon.manager.manager import PartitionManager
 from mipart.domain.allocation_codec import decode
+from mipart.domain.placement_types import Allocation
 from mipart.kube.api import KubeApi, KubeError
 from mipart.kube.informer import Informer
 
@@ -34,8 +36,10 @@ class GpuNodePublisher:
         *,
         heartbeat_s: float = 20.0,
         min_interval_s: float = 0.5,
+        reconciler: DesiredLayoutReconciler | None = None,
     ) -> None:
         self._api = api
+        self._reconciler = reconciler
         self._node = node_name
         self._manager = manager
         self._heartbeat_s = heartbeat_s
@@ -47,7 +51,7 @@ class GpuNodePublisher:
             "/api/v1/pods",
             name="node-pods",
             field_selector=f"spec.nodeName={node_name}",
-            handler=lambda *_: self._wake.set(),
+            handler=lambda *_: self._on_pod(),
         )
         self._thread = threading.Thread(target=self._run, name="gpunode-publisher", daemon=True)
         self.published = threading.Event()  # set after the first successful write
@@ -55,15 +59,43 @@ class GpuNodePublisher:
     def start(self) -> None:
         self.pods.start()
         self._manager.add_listener(lambda _status: self._wake.set())
+        if self._reconciler is not None:
+            self._reconciler.add_listener(self._wake.set)
         self._thread.start()
 
     def stop(self) -> None:
         self._stop.set()
         self._wake.set()
         self.pods.stop()
+        if self._reconciler is not None:
+            self._reconciler.stop()
+
+    def _on_pod(self) -> None:
+        self._wake.set()
+        if self._reconciler is not None:
+            self._reconciler.wake()  # a pod gone may be the last one a drain waits for
+
+    def occupants(self, gpus: tuple[int, ...]) -> list[str]:
+        """The live allocations on ``gpus``, as "ns/pod on <partition>" (the manager's check).
+
+        Until the pod cache has synced the answer is unknown, and unknown counts as busy.
+        """
+        if not self.pods.wait_synced(10):
+            return ["the pods on this node (not listed yet)"]
+        prefixes = tuple(f"gpu{g}-" for g in gpus)
+        return [
+            f"{a.pod} on {p}"
+            for a in self.allocations()
+            for p in a.partition_ids
+            if p.startswith(prefixes)
+        ]
 
     def allocated_bytes(self) -> int:
-        total = 0
+        return sum(a.total_bytes for a in self.allocations())
+
+    def allocations(self) -> list[Allocation]:
+        """The allocations of this node's pods that have not finished."""
+        found: list[Allocation] = []
         for pod in self.pods.items():
             meta = pod["metadata"]
             text = (meta.get("annotations") or {}).get(ALLOCATION)
@@ -76,8 +108,8 @@ class GpuNodePublisher:
             except ValueError as err:
                 log.warning("allocation.unreadable", error=str(err))
                 continue
-            total += allocation.total_bytes
-        return total
+            found.append(allocation)
+        return found
 
     def _run(self) -> None:
         self.pods.wait_synced(30)
@@ -93,11 +125,18 @@ class GpuNodePublisher:
 
     def _publish(self) -> None:
         current = self._get_or_create()
+        observed = int(current["metadata"].get("generation", 0))
+        report = None if self._reconciler is None else self._reconciler.report()
+        if self._reconciler is not None:
+            # The generation the reconcile acted on, not merely the one we have seen.
+            previous = (current.get("status") or {}).get("observedGeneration", 0)
+            observed = previous if report is None else report.generation
         body = gpunode_status(
             self._manager.status(),
             allocated_bytes=self.allocated_bytes(),
             previous_conditions=(current.get("status") or {}).get("conditions") or [],
-            observed_generation=int(current["metadata"].get("generation", 0)),
+            observed_generation=observed,
+            extra_conditions=() if report is None else report.conditions,
         )
         # A merge patch replaces lists whole, which is what we want: the status is ours.
         self._api.merge_patch(f"{GPUNODES}/{self._node}/status", {"status": body})

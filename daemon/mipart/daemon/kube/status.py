@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from mipart.daemon.manager.desired import Condition
 from mipart.daemon.manager.manager import NodeStatus
 from mipart.daemon.manager.operations import GpuPhase
 from mipart.domain.inventory import GpuInventory
@@ -20,13 +21,18 @@ def gpunode_status(
     allocated_bytes: int,
     previous_conditions: list[dict[str, Any]],
     observed_generation: int,
+    extra_conditions: tuple[Condition, ...] = (),
 ) -> dict[str, Any]:
     inventory = status.inventory
     ready, reason, message = _readiness(status)
+    conditions = [_condition("Ready", ready, reason, message, previous_conditions)]
+    conditions += [
+        _condition(c.type, c.ok, c.reason, c.message, previous_conditions) for c in extra_conditions
+    ]
     body: dict[str, Any] = {
         "observedGeneration": observed_generation,
         "heartbeatTime": now_rfc3339(),
-        "conditions": [_condition("Ready", ready, reason, message, previous_conditions)],
+        "conditions": conditions,
     }
     if inventory is None:
         return body

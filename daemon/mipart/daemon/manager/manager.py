@@ -53,6 +53,9 @@ class NodeStatus:
 
 
 Listener = Callable[[NodeStatus], None]
+# GPU indexes -> who holds an allocation on them (e.g. "ns/pod on gpu2-spx-0"). Injected by
+# the Kubernetes side, which sees the pods; the manager itself knows nothing of Kubernetes.
+OccupantCheck = Callable[[tuple[int, ...]], list[str]]
 # (operation, its last event, seconds it took), called once a change has ended.
 OperationListener = Callable[[Operation, OperationEvent, float], None]
 
@@ -69,8 +72,10 @@ class PartitionManager:
         *,
         reload_estimate_s: float = 140.0,
         poll_interval_s: float = 2.0,
+        occupants: OccupantCheck | None = None,
     ) -> None:
         self._hw = hardware
+        self._occupants = occupants
         self._store = store
         self._reload_estimate_s = reload_estimate_s
         self._poll_interval_s = poll_interval_s
@@ -109,6 +114,10 @@ class PartitionManager:
             # Intent is persisted; the next start resumes or rolls back.
             log.warning("manager.stop_during_operation", operation=op.id)
 
+    def set_occupant_check(self, occupants: OccupantCheck) -> None:
+        """Refuse changes on GPUs that ``occupants`` reports as allocated (DESIGN §3)."""
+        self._occupants = occupants
+
     def add_listener(self, listener: Listener) -> None:
         self._listeners.append(listener)
 
@@ -139,7 +148,10 @@ class PartitionManager:
         with self._lock:
             if inventory is not None:
                 for gpu in inventory.gpus:
-                    self._phases.setdefault(gpu.index, GpuPhase.READY)
+                    held = gpu.index in self._state.held
+                    self._phases.setdefault(
+                        gpu.index, GpuPhase.DRAINING if held else GpuPhase.READY
+                    )
             return self._publish(inventory=inventory, hardware_error=error)
 
     # -- changes ---------------------------------------------------------------------------
@@ -219,6 +231,44 @@ class PartitionManager:
             self._save(replace(self._state, drained=frozenset(marks)))
             log.info("gpu.drain" if drained else "gpu.undrain", gpu=gpu)
             return self._publish()
+
+    def set_spec_drains(self, marks: dict[int, bool]) -> None:
+        """Drain or undrain GPUs as a spec says, without a hardware read (never refused)."""
+        with self._lock:
+            drained = set(self._state.drained)
+            drained.update(g for g, on in marks.items() if on)
+            drained.difference_update(g for g, on in marks.items() if not on)
+            if drained != self._state.drained:
+                self._save(replace(self._state, drained=frozenset(drained)))
+                self._publish()
+
+    def hold(self, gpus: frozenset[int]) -> None:
+        """Drain exactly ``gpus`` for a pending change (phase Draining); lift earlier holds."""
+        with self._lock:
+            before = self._state.held
+            if gpus == before:
+                return
+            for gpu in gpus - before:
+                if self._phases.get(gpu, GpuPhase.READY) is GpuPhase.READY:
+                    self._phases[gpu] = GpuPhase.DRAINING
+            for gpu in before - gpus:
+                if self._phases.get(gpu) is GpuPhase.DRAINING:
+                    self._phases[gpu] = GpuPhase.READY
+            self._save(replace(self._state, held=gpus))
+            log.info("gpu.hold", gpus=sorted(gpus), lifted=sorted(before - gpus))
+            self._publish()
+
+    def occupants(self, gpus: tuple[int, ...]) -> list[str]:
+        """Who keeps ``gpus`` from changing: processes (amdsmi) and allocations (pods)."""
+        inventory = self.status().inventory
+        found: list[str] = []
+        if inventory is not None:
+            procs = tuple(p for g in inventory.gpus if g.index in gpus for p in g.processes)
+            if procs:
+                found.append(f"{len(procs)} process(es): {describe_processes(procs)}")
+        if self._occupants is not None:
+            found.extend(self._occupants(gpus))
+        return found
 
     # -- the steps of a change -------------------------------------------------------------
 
@@ -407,14 +457,22 @@ class PartitionManager:
         self._publish(inventory=inventory, hardware_error=None)
         return inventory
 
-    @staticmethod
-    def _refuse_if_busy(inventory: NodeInventory, gpus: tuple[int, ...]) -> None:
+    def _refuse_if_busy(self, inventory: NodeInventory, gpus: tuple[int, ...]) -> None:
         processes = tuple(p for g in gpus for p in inventory.gpu(g).processes)
+        where = f"gpu {gpus[0]}" if len(gpus) == 1 else "the node"
         if processes:
-            where = f"gpu {gpus[0]}" if len(gpus) == 1 else "the node"
             raise Conflict(
                 f"{where} is busy (amdsmi status BUSY): {len(processes)} process(es) use it: "
                 f"{describe_processes(processes)}; stop them first"
+            )
+        # Allocations too: a pod may hold a partition before its process starts, and a change
+        # would pull the partition from under it.
+        allocated = self._occupants(gpus) if self._occupants is not None else []
+        if allocated:
+            shown = "; ".join(allocated[:5])
+            more = f" and {len(allocated) - 5} more" if len(allocated) > 5 else ""
+            raise Conflict(
+                f"{where} has allocations: {shown}{more}; delete or move those pods first"
             )
 
     def _begin(self, op: Operation, pending: PendingOperation) -> None:
@@ -495,7 +553,7 @@ class PartitionManager:
             candidate = replace(
                 self._status,
                 phases=dict(self._phases),
-                drained=self._state.drained,
+                drained=self._state.drained | self._state.held,
                 desired=self._state.desired,
                 pending_memory=pending,
                 operation=op,

@@ -30,6 +30,10 @@ class PendingOperation:
 class ManagerState:
     desired: NodeLayout | None = None
     drained: frozenset[int] = frozenset()
+    # GPUs drained by the desired-layout reconcile until their change is done. Kept apart from
+    # `drained` (an admin's) so lifting them never lifts an admin's drain, and persisted so a
+    # restart mid-drain neither forgets them nor lifts them early.
+    held: frozenset[int] = frozenset()
     operation: PendingOperation | None = None
     # Free-form reasons per GPU for the last failure, shown until the GPU next changes.
     failures: dict[int, str] = field(default_factory=dict)
@@ -61,6 +65,7 @@ class StateStore:
                 {int(g): ComputeMode(m) for g, m in desired["compute"].items()},
             ),
             drained=frozenset(int(g) for g in raw.get("drained", [])),
+            held=frozenset(int(g) for g in raw.get("held", [])),
             operation=None
             if op is None
             else PendingOperation(
@@ -83,6 +88,7 @@ class StateStore:
                 "compute": {str(g): m.value for g, m in sorted(state.desired.compute.items())},
             },
             "drained": sorted(state.drained),
+            "held": sorted(state.held),
             "operation": None
             if state.operation is None
             else {
