@@ -53,11 +53,12 @@ from mipart.domain.placement import (
     allocation_for,
 )
 from mipart.extender.annotations import parse_request
-from mipart.extender.cluster import ClusterState, pod_key
+from mipart.extender.cluster import ClusterState
 from mipart.extender.http import JsonServer
 from mipart.extender.metrics import ExtenderMetrics
 from mipart.extender.verbs import Verbs
 from mipart.kube.api import KubeApi
+from mipart.kube.informer import object_key
 from mipart.runtime.logs import configure as configure_logging
 
 # This file runs as a script; its shared helpers are found from the repository root.
@@ -270,7 +271,7 @@ class SimulatedBind:
     ) -> None:
         placement = view.place(request, node)
         uid = str(pod["metadata"]["uid"])
-        view.reserve(allocation_for(placement, request, pod=pod_key(pod), pod_uid=uid))
+        view.reserve(allocation_for(placement, request, pod=object_key(pod), pod_uid=uid))
         self._held.append(uid)
         if len(self._held) > CHURN_WINDOW:
             view.remove_allocation(self._held.popleft())

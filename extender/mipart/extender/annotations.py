@@ -15,6 +15,7 @@ from mipart.domain.partitions import GPU_MEMORY_BYTES, ComputeMode
 from mipart.domain.placement import INSTANCE_OVERHEAD_BYTES, PartitionRequest, QosClass, Sharing
 from mipart.domain.quantity import Rounding, format_bytes
 from mipart.extender.quantity import parse_bytes
+from mipart.kube.objects import ALLOCATION
 
 PREFIX = "mipart.io/"
 MEMORY = PREFIX + "memory"
@@ -23,8 +24,7 @@ PARTITIONS = PREFIX + "partitions"
 PARTITION_MODE = PREFIX + "partition-mode"
 QOS = PREFIX + "qos"
 SHARING = PREFIX + "sharing"
-# Written by the extender at bind; a user may not set it.
-ALLOCATION = PREFIX + "allocation"
+# Written by the extender at bind (ALLOCATION, from mipart.kube.objects); a user may not set it.
 
 USER_ANNOTATIONS = (MEMORY, MODEL, PARTITIONS, PARTITION_MODE, QOS, SHARING)
 # A model named without a memory figure is sized for this context, in bf16 (docs/annotations.md).

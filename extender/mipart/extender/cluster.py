@@ -16,35 +16,14 @@ from typing import Any, TypeVar
 
 import structlog
 
-from mipart.domain.allocation_codec import decode
-from mipart.domain.placement import Allocation, ClusterView, NodeCapacity
-from mipart.extender.annotations import ALLOCATION
+from mipart.domain.placement import ClusterView, NodeCapacity
 from mipart.extender.inventory import capacity_of
 from mipart.kube.api import KubeApi
-from mipart.kube.informer import Informer, object_key, wait_all_synced
+from mipart.kube.informer import Informer, wait_all_synced
+from mipart.kube.objects import FINISHED, GPUNODES, allocation_of
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
-
-GPUNODES = "/apis/mipart.io/v1alpha1/gpunodes"
-FINISHED = ("Succeeded", "Failed")
-
-
-def pod_key(pod: dict[str, Any]) -> str:
-    return object_key(pod)
-
-
-def allocation_of(pod: dict[str, Any]) -> Allocation | None:
-    """The allocation a pod holds, or None (not bound by us, finished, or unreadable)."""
-    meta = pod.get("metadata") or {}
-    text = (meta.get("annotations") or {}).get(ALLOCATION)
-    if not text or (pod.get("status") or {}).get("phase") in FINISHED:
-        return None
-    try:
-        return decode(text, pod=pod_key(pod), pod_uid=str(meta.get("uid")))
-    except ValueError as err:
-        log.warning("allocation.unreadable", pod=pod_key(pod), error=str(err))
-        return None
 
 
 class ClusterState:

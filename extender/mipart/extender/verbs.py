@@ -27,11 +27,13 @@ from mipart.domain.placement import (
     victims_for,
 )
 from mipart.domain.reasons import NOT_READY, UNKNOWN_NODE, summarize_rejections
-from mipart.extender.annotations import ALLOCATION, AnnotationError, parse_request
-from mipart.extender.cluster import ClusterState, pod_key
+from mipart.extender.annotations import AnnotationError, parse_request
+from mipart.extender.cluster import ClusterState
 from mipart.extender.http import BadRequest
 from mipart.extender.metrics import ExtenderMetrics
 from mipart.kube.api import KubeApi, KubeError
+from mipart.kube.informer import object_key
+from mipart.kube.objects import ALLOCATION
 
 log = structlog.get_logger(__name__)
 
@@ -189,7 +191,7 @@ def _reserve(
 ) -> Allocation:
     placement = view.place(request, node)
     allocation = allocation_for(
-        placement, request, pod=pod_key(pod), pod_uid=str(pod["metadata"]["uid"])
+        placement, request, pod=object_key(pod), pod_uid=str(pod["metadata"]["uid"])
     )
     view.reserve(allocation)
     return allocation

@@ -16,13 +16,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from mipart.extender.annotations import (
-    ALLOCATION,
     PARTITIONS,
     AnnotationError,
     is_managed,
     parse_request,
 )
 from mipart.extender.http import BadRequest
+from mipart.kube.objects import ALLOCATION
 
 RESOURCE = "mipart.io/partition"
 

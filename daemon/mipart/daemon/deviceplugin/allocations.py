@@ -9,8 +9,7 @@ from mipart.domain.allocation_codec import decode
 from mipart.domain.placement_types import Allocation
 from mipart.kube.api import KubeApi, KubeError
 from mipart.kube.informer import Informer
-
-ALLOCATION = "mipart.io/allocation"
+from mipart.kube.objects import ALLOCATION
 
 
 class AllocationMissing(LookupError):

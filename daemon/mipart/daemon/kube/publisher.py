@@ -15,16 +15,12 @@ import structlog
 from mipart.daemon.kube.status import gpunode_status
 from mipart.daemon.manager.desired import DesiredLayoutReconciler
 from mipart.daemon.manager.manager import PartitionManager
-from mipart.domain.allocation_codec import decode
 from mipart.domain.placement_types import Allocation
 from mipart.kube.api import KubeApi, KubeError
 from mipart.kube.informer import Informer
+from mipart.kube.objects import GPUNODES, allocation_of
 
 log = structlog.get_logger(__name__)
-
-GPUNODES = "/apis/mipart.io/v1alpha1/gpunodes"
-ALLOCATION = "mipart.io/allocation"
-FINISHED = ("Succeeded", "Failed")
 
 
 class GpuNodePublisher:
@@ -34,9 +30,9 @@ class GpuNodePublisher:
         node_name: str,
         manager: PartitionManager,
         *,
+        reconciler: DesiredLayoutReconciler,
         heartbeat_s: float = 20.0,
         min_interval_s: float = 0.5,
-        reconciler: DesiredLayoutReconciler | None = None,
     ) -> None:
         self._api = api
         self._reconciler = reconciler
@@ -53,27 +49,27 @@ class GpuNodePublisher:
             field_selector=f"spec.nodeName={node_name}",
             handler=lambda *_: self._on_pod(),
         )
+        # The GPUNode as our last write left it (the PATCH answers with the whole object), so a
+        # heartbeat costs one request, not a GET and a PATCH.
+        self._current: dict[str, Any] | None = None
         self._thread = threading.Thread(target=self._run, name="gpunode-publisher", daemon=True)
         self.published = threading.Event()  # set after the first successful write
 
     def start(self) -> None:
         self.pods.start()
         self._manager.add_listener(lambda _status: self._wake.set())
-        if self._reconciler is not None:
-            self._reconciler.add_listener(self._wake.set)
+        self._reconciler.add_listener(self._wake.set)
         self._thread.start()
 
     def stop(self) -> None:
         self._stop.set()
         self._wake.set()
         self.pods.stop()
-        if self._reconciler is not None:
-            self._reconciler.stop()
+        self._reconciler.stop()
 
     def _on_pod(self) -> None:
         self._wake.set()
-        if self._reconciler is not None:
-            self._reconciler.wake()  # a pod gone may be the last one a drain waits for
+        self._reconciler.wake()  # a pod gone may be the last one a drain waits for
 
     def occupants(self, gpus: tuple[int, ...]) -> list[str]:
         """The live allocations on ``gpus``, as "ns/pod on <partition>" (the manager's check).
@@ -95,21 +91,7 @@ class GpuNodePublisher:
 
     def allocations(self) -> list[Allocation]:
         """The allocations of this node's pods that have not finished."""
-        found: list[Allocation] = []
-        for pod in self.pods.items():
-            meta = pod["metadata"]
-            text = (meta.get("annotations") or {}).get(ALLOCATION)
-            if not text or pod.get("status", {}).get("phase") in FINISHED:
-                continue
-            try:
-                allocation = decode(
-                    text, pod=f"{meta['namespace']}/{meta['name']}", pod_uid=meta["uid"]
-                )
-            except ValueError as err:
-                log.warning("allocation.unreadable", error=str(err))
-                continue
-            found.append(allocation)
-        return found
+        return [a for pod in self.pods.items() if (a := allocation_of(pod)) is not None]
 
     def _run(self) -> None:
         self.pods.wait_synced(30)
@@ -124,13 +106,11 @@ class GpuNodePublisher:
             self._stop.wait(self._min_interval_s)  # coalesce bursts of changes
 
     def _publish(self) -> None:
-        current = self._get_or_create()
-        observed = int(current["metadata"].get("generation", 0))
-        report = None if self._reconciler is None else self._reconciler.report()
-        if self._reconciler is not None:
-            # The generation the reconcile acted on, not merely the one we have seen.
-            previous = (current.get("status") or {}).get("observedGeneration", 0)
-            observed = previous if report is None else report.generation
+        current = self._current or self._get_or_create()
+        report = self._reconciler.report()
+        # The generation the reconcile acted on, not merely the one we have seen.
+        previous = (current.get("status") or {}).get("observedGeneration", 0)
+        observed = previous if report is None else report.generation
         body = gpunode_status(
             self._manager.status(),
             allocated_bytes=self.allocated_bytes(),
@@ -139,7 +119,15 @@ class GpuNodePublisher:
             extra_conditions=() if report is None else report.conditions,
         )
         # A merge patch replaces lists whole, which is what we want: the status is ours.
-        self._api.merge_patch(f"{GPUNODES}/{self._node}/status", {"status": body})
+        try:
+            self._current = dict(
+                self._api.merge_patch(f"{GPUNODES}/{self._node}/status", {"status": body})
+            )
+        except KubeError as err:
+            self._current = None
+            if err.status != 404:
+                raise
+            self._publish()  # someone deleted the GPUNode: create it again and write
 
     def _get_or_create(self) -> dict[str, Any]:
         try:

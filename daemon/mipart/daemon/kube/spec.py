@@ -10,10 +10,9 @@ from mipart.daemon.manager.desired import DesiredLayoutReconciler, DesiredSpec
 from mipart.domain.partitions import ComputeMode, MemoryMode
 from mipart.kube.api import KubeApi
 from mipart.kube.informer import Informer
+from mipart.kube.objects import GPUNODES
 
 log = structlog.get_logger(__name__)
-
-GPUNODES = "/apis/mipart.io/v1alpha1/gpunodes"
 
 
 def parse_spec(obj: dict[str, Any]) -> DesiredSpec:
