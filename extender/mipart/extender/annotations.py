@@ -13,8 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from mipart.domain.memory import InvalidSizing, UnknownModel, estimate, lookup
 from mipart.domain.partitions import GPU_MEMORY_BYTES, ComputeMode
 from mipart.domain.placement import INSTANCE_OVERHEAD_BYTES, PartitionRequest, QosClass, Sharing
-from mipart.domain.quantity import Rounding, format_bytes
-from mipart.extender.quantity import parse_bytes
+from mipart.domain.quantity import Rounding, format_bytes, parse_bytes
 from mipart.kube.objects import ALLOCATION
 
 PREFIX = "mipart.io/"
