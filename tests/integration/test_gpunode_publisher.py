@@ -17,8 +17,6 @@ from tests.support.procs import wait_until
 
 pytestmark = pytest.mark.integration
 
-GPUNODES = ("mipart.io", "v1alpha1", "gpunodes")
-
 
 @pytest.fixture
 def published_node(
@@ -31,12 +29,9 @@ def published_node(
     node.start()
     yield node, name
     node.stop()
-    kube.custom_objects(control_plane.api_client()).delete_cluster_custom_object(*GPUNODES, name)
-
-
-def gpunode(api: Any, name: str) -> dict[str, Any]:
-    obj: dict[str, Any] = kube.custom_objects(api).get_cluster_custom_object(*GPUNODES, name)
-    return obj
+    kube.custom_objects(control_plane.api_client()).delete_cluster_custom_object(
+        *kube.GPUNODES, name
+    )
 
 
 def test_status_follows_the_hardware(
@@ -46,7 +41,7 @@ def test_status_follows_the_hardware(
 
     def status() -> dict[str, Any]:
         try:
-            return dict(gpunode(api, name).get("status") or {})
+            return dict(kube.gpunode(api, name).get("status") or {})
         except Exception:
             return {}
 
@@ -58,7 +53,7 @@ def test_status_follows_the_hardware(
     assert ready["status"] == "True"
     assert {g["computePartition"] for g in first["gpus"]} == {"SPX"}
     assert first["gpus"][0]["partitions"][0]["id"] == "gpu0-spx-0"
-    owner = gpunode(api, name)["metadata"]["ownerReferences"][0]
+    owner = kube.gpunode(api, name)["metadata"]["ownerReferences"][0]
     assert (owner["kind"], owner["name"]) == ("Node", name)
 
     node.smi_ok("set", "compute", "CPX", "--gpu", "0")
@@ -78,10 +73,10 @@ def test_free_memory_counts_the_allocations_of_pods_on_the_node(
     _, name = published_node
     wait_until(
         "GPUNode status",
-        lambda: (gpunode(api, name).get("status") or {}).get("gpuCount") == 8,
+        lambda: (kube.gpunode(api, name).get("status") or {}).get("gpuCount") == 8,
         timeout=60,
     )
-    before = gpunode(api, name)["status"]["freeMemory"]
+    before = kube.gpunode(api, name)["status"]["freeMemory"]
     allocation = json.dumps(
         {
             "v": 1,
@@ -102,6 +97,6 @@ def test_free_memory_counts_the_allocations_of_pods_on_the_node(
     assert before == "1535Gi"
     wait_until(
         "free memory to drop by 40Gi",
-        lambda: gpunode(api, name)["status"]["freeMemory"] == "1495Gi",
+        lambda: kube.gpunode(api, name)["status"]["freeMemory"] == "1495Gi",
         timeout=30,
     )

@@ -18,8 +18,6 @@ from tests.support.procs import wait_until
 
 pytestmark = pytest.mark.integration
 
-GPUNODES = ("mipart.io", "v1alpha1", "gpunodes")
-
 
 @pytest.fixture
 def node(control_plane: ControlPlane, emulator_build: Path, tmp_path: Path) -> Iterator[Node]:
@@ -30,22 +28,17 @@ def node(control_plane: ControlPlane, emulator_build: Path, tmp_path: Path) -> I
     daemon.start()
     yield daemon
     daemon.stop()
-    kube.custom_objects(control_plane.api_client()).delete_cluster_custom_object(*GPUNODES, name)
+    kube.custom_objects(control_plane.api_client()).delete_cluster_custom_object(
+        *kube.GPUNODES, name
+    )
 
 
 def name_of(node: Node) -> str:
     return node.extra_args[node.extra_args.index("--node-name") + 1]
 
 
-def gpunode(api: Any, name: str) -> dict[str, Any]:
-    try:
-        return dict(kube.custom_objects(api).get_cluster_custom_object(*GPUNODES, name))
-    except Exception:
-        return {}
-
-
 def status(api: Any, name: str) -> dict[str, Any]:
-    return dict(gpunode(api, name).get("status") or {})
+    return dict(kube.gpunode(api, name).get("status") or {})
 
 
 def condition(api: Any, name: str, kind: str) -> dict[str, Any]:
@@ -54,7 +47,7 @@ def condition(api: Any, name: str, kind: str) -> dict[str, Any]:
 
 
 def set_spec(api: Any, name: str, spec: dict[str, Any]) -> int:
-    obj = kube.custom_objects(api).patch_cluster_custom_object(*GPUNODES, name, {"spec": spec})
+    obj = kube.custom_objects(api).patch_cluster_custom_object(*kube.GPUNODES, name, {"spec": spec})
     return int(obj["metadata"]["generation"])
 
 

@@ -41,3 +41,20 @@ def rbac(api: Any) -> Any:
 
 def admission_registration(api: Any) -> Any:
     return client.AdmissionregistrationV1Api(api)
+
+
+GPUNODES = ("mipart.io", "v1alpha1", "gpunodes")
+
+
+def gpunode(api: Any, name: str) -> dict[str, Any]:
+    """The GPUNode ``name`` as a dict, or {} while it does not exist."""
+    try:
+        return dict(custom_objects(api).get_cluster_custom_object(*GPUNODES, name))
+    except client.ApiException as err:
+        if err.status == 404:
+            return {}
+        raise
+
+
+def policy(api: Any) -> Any:
+    return client.PolicyV1Api(api)

@@ -20,7 +20,6 @@ from tests.support.controlplane import ControlPlane
 from tests.support.procs import Process, free_ports, wait_until
 from tests.support.readiness import http_ok
 
-GPUNODES = ("mipart.io", "v1alpha1", "gpunodes")
 WEBHOOK_MANIFEST = REPO_ROOT / "manifests" / "webhook" / "webhook.yaml"
 
 
@@ -65,7 +64,9 @@ class Stack:
         def all_current() -> bool:
             for name, node in self.daemons.items():
                 try:
-                    status = objects.get_cluster_custom_object(*GPUNODES, name).get("status", {})
+                    status = objects.get_cluster_custom_object(*kube.GPUNODES, name).get(
+                        "status", {}
+                    )
                 except Exception:
                     return False
                 want = sum(len(g["partitions"]) for g in node.show()["gpus"])
@@ -163,7 +164,7 @@ class Stack:
         for name, node in self.daemons.items():
             node.stop()
             with contextlib.suppress(Exception):
-                objects.delete_cluster_custom_object(*GPUNODES, name)
+                objects.delete_cluster_custom_object(*kube.GPUNODES, name)
 
     def logs(self) -> Iterator[tuple[str, str]]:
         for process in (self.extender, self.webhook):
