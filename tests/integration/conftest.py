@@ -7,6 +7,7 @@ report, next to the captured output.
 from __future__ import annotations
 
 import os
+import shutil
 import uuid
 from collections.abc import Generator, Iterator
 from pathlib import Path
@@ -14,9 +15,12 @@ from typing import Any
 
 import pytest
 
+from tests.daemon.conftest import Node
+from tests.daemon.test_device_plugin import short_dir, start_with_peer
 from tests.support import kube
 from tests.support.binaries import REPO_ROOT, ensure_built, is_built
 from tests.support.controlplane import ControlPlane
+from tests.support.kubelet_peer import KubeletPeer
 from tests.support.procs import wait_until
 
 _PLANE = pytest.StashKey[ControlPlane]()
@@ -66,6 +70,25 @@ def namespace(api: Any) -> Generator[str, None, None]:
         timeout=120,
     )
     core.delete_namespace(name)
+
+
+@pytest.fixture
+def plugged(
+    control_plane: ControlPlane, emulator_build: Path, tmp_path: Path
+) -> Iterator[tuple[Node, KubeletPeer, str]]:
+    """A daemon with its device plugin on a control-plane node, as the daemon's service
+    account, and the kubelet peer it registered with."""
+    name = control_plane.node_names[1]
+    token = control_plane.service_account_kubeconfig("mipart-system", "mipart-daemon")
+    root = short_dir()
+    node = Node(emulator_build, tmp_path)
+    peer = start_with_peer(
+        node, root, "--kubeconfig", str(token), "--node-name", name, "--heartbeat", "60"
+    )
+    yield node, peer, name
+    node.stop()
+    peer.stop()
+    shutil.rmtree(root, ignore_errors=True)
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:

@@ -10,42 +10,20 @@ from __future__ import annotations
 
 import json
 import random
-import shutil
 import uuid
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.daemon.conftest import Node
-from tests.daemon.test_device_plugin import short_dir, start_with_peer
 from tests.support import kube
-from tests.support.controlplane import ControlPlane
 from tests.support.kubelet_peer import KubeletPeer, Pod
 
 pytestmark = pytest.mark.integration
 
 REPETITIONS = 20
 GIB = 2**30
-
-
-@pytest.fixture
-def plugged(
-    control_plane: ControlPlane, emulator_build: Path, tmp_path: Path
-) -> Iterator[tuple[Node, KubeletPeer, str]]:
-    name = control_plane.node_names[1]
-    token = control_plane.service_account_kubeconfig("mipart-system", "mipart-daemon")
-    root = short_dir()
-    node = Node(emulator_build, tmp_path)
-    peer = start_with_peer(
-        node, root, "--kubeconfig", str(token), "--node-name", name, "--heartbeat", "60"
-    )
-    yield node, peer, name
-    node.stop()
-    peer.stop()
-    shutil.rmtree(root, ignore_errors=True)
 
 
 def layout(node: Node) -> dict[str, int]:
