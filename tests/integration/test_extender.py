@@ -20,7 +20,7 @@ from mipart.domain.placement import INSTANCE_OVERHEAD_BYTES
 from tests.support import kube
 from tests.support.controlplane import ControlPlane
 from tests.support.procs import wait_until
-from tests.support.stack import GPUNODES, Stack
+from tests.support.stack import Stack
 
 pytestmark = pytest.mark.integration
 GI = 2**30
@@ -67,7 +67,7 @@ def check_no_overcommit(api: Any, placed: list[dict[str, Any]]) -> None:
     """DESIGN §3: no partition's allocations exceed its memory; an exclusive one holds one."""
     objects = kube.custom_objects(api)
     capacity: dict[tuple[str, str], int] = {}
-    for item in objects.list_cluster_custom_object(*GPUNODES)["items"]:
+    for item in objects.list_cluster_custom_object(*kube.GPUNODES)["items"]:
         for gpu in item.get("status", {}).get("gpus", []):
             for part in gpu["partitions"]:
                 capacity[(item["metadata"]["name"], part["id"])] = part["memoryBytes"]
