@@ -19,10 +19,12 @@ from mipart.runtime.signals import wait_for_stop
 
 if TYPE_CHECKING:
     from mipart.daemon.deviceplugin.plugin import DevicePlugin
+    from mipart.daemon.kube.memory_monitor import MemoryMonitor
     from mipart.daemon.kube.publisher import GpuNodePublisher
 from mipart.daemon.manager.store import StateStore
 from mipart.daemon.metrics import DaemonMetrics
 from mipart.daemon.server.transport import ConfigError, TlsFiles, serve
+from mipart.domain.memory_limits import LimitAction
 
 DEFAULT_SOCKET = "/run/mipart/node.sock"
 log = structlog.get_logger("mipart.daemon")
@@ -97,6 +99,24 @@ def build_parser() -> argparse.ArgumentParser:
         default=Path("/var/run/cdi"),
         help="where the device plugin writes the CDI spec of each slot",
     )
+    p.add_argument(
+        "--memory-limit-action",
+        choices=[a.value for a in LimitAction],
+        default=LimitAction.REPORT.value,
+        help="what to do about a pod over its memory limit, beyond an Event and the metrics",
+    )
+    p.add_argument(
+        "--memory-limit-interval",
+        type=float,
+        default=2.0,
+        help="seconds between memory-limit checks (also made on every hardware read)",
+    )
+    p.add_argument(
+        "--proc-root",
+        type=Path,
+        default=Path("/proc"),
+        help="the host's /proc, where a GPU process's cgroup names its pod",
+    )
     logs.add_arguments(p)
     return p
 
@@ -155,6 +175,7 @@ def main(argv: list[str] | None = None) -> int:
         publisher.start()
     manager.start()
     plugin = _device_plugin(args, manager, publisher)
+    monitor = None if publisher is None else _memory_monitor(args, manager, publisher, metrics)
     inventory = manager.status().inventory
     log.info(
         "daemon.serving",
@@ -167,10 +188,10 @@ def main(argv: list[str] | None = None) -> int:
     log.info("daemon.stopping")
     health.enter_graceful_shutdown()
     server.stop(grace=5).wait()
-    if plugin is not None:
-        plugin.stop()
-    if publisher is not None:
-        publisher.stop()
+    # The device plugin and the monitor read the publisher's pod cache: stop them first.
+    for part in (plugin, monitor, publisher):
+        if part is not None:
+            part.stop()
     manager.stop()
     hardware.close()
     return 0
@@ -198,6 +219,32 @@ def _publisher(args: argparse.Namespace, manager: PartitionManager) -> GpuNodePu
     watcher.start()
     reconciler.start()
     return publisher
+
+
+def _memory_monitor(
+    args: argparse.Namespace,
+    manager: PartitionManager,
+    publisher: GpuNodePublisher,
+    metrics: DaemonMetrics,
+) -> MemoryMonitor:
+    """Watch pods' VRAM against their allocations (the publisher's pods, so no extra watch)."""
+    from mipart.daemon.kube.cgroups import ProcPods  # noqa: PLC0415
+    from mipart.daemon.kube.memory_monitor import MemoryMonitor  # noqa: PLC0415
+    from mipart.kube.api import KubeApi  # noqa: PLC0415
+
+    monitor = MemoryMonitor(
+        KubeApi.connect(args.kubeconfig),
+        args.node_name,
+        manager,
+        publisher,
+        ProcPods(args.proc_root),
+        action=LimitAction(args.memory_limit_action),
+        interval_s=args.memory_limit_interval,
+    )
+    monitor.add_listener(metrics.observe_pod_memory)
+    monitor.start()
+    log.info("memory_monitor.started", action=args.memory_limit_action)
+    return monitor
 
 
 def _device_plugin(

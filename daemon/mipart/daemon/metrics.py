@@ -1,4 +1,5 @@
-"""Prometheus metrics of the daemon, fed from published NodeStatus snapshots and operations."""
+"""Prometheus metrics of the daemon, fed from published NodeStatus snapshots, operations and
+the memory-limit monitor's readings."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from mipart.daemon.manager.manager import NodeStatus
 from mipart.daemon.manager.operations import GpuPhase, OperationEvent
+from mipart.domain.memory_limits import MemoryReading, PodMemory
 
 
 class DaemonMetrics:
@@ -51,6 +53,26 @@ class DaemonMetrics:
             buckets=(0.5, 1, 2, 5, 10, 30, 60, 120, 180, 300, 600),
             registry=r,
         )
+        pod_labels = ["namespace", "pod", "partition"]
+        self.pod_memory_used = Gauge(
+            "mipart_pod_memory_used_bytes",
+            "VRAM a pod's processes use on a partition",
+            pod_labels,
+            registry=r,
+        )
+        self.pod_memory_limit = Gauge(
+            "mipart_pod_memory_limit_bytes",
+            "A pod's memory limit on a partition (0 on one it was not given)",
+            pod_labels,
+            registry=r,
+        )
+        self.memory_limit_exceeded = Counter(
+            "mipart_memory_limit_exceeded_total",
+            "Times a pod went over its memory limit on a partition",
+            pod_labels,
+            registry=r,
+        )
+        self._pod_series: set[tuple[str, str, str]] = set()
 
     def observe_status(self, status: NodeStatus) -> None:
         if status.hardware_error:
@@ -86,3 +108,18 @@ class DaemonMetrics:
     def observe_operation(self, kind: str, last: OperationEvent, seconds: float) -> None:
         self.operations.labels(kind, last.phase.value).inc()
         self.operation_seconds.labels(kind).observe(seconds)
+
+    def observe_pod_memory(self, reading: MemoryReading, exceeded: tuple[PodMemory, ...]) -> None:
+        series = {(m.namespace, m.name, m.partition_id): m for m in reading.pods}
+        # Pods come and go; drop the series of those gone (not clear(): a scrape in between
+        # would see every pod vanish for a moment).
+        for gone in self._pod_series - series.keys():
+            for metric in (self.pod_memory_used, self.pod_memory_limit, self.memory_limit_exceeded):
+                metric.remove(*gone)
+        self._pod_series = set(series)
+        for labels, m in series.items():
+            self.pod_memory_used.labels(*labels).set(m.used_bytes)
+            self.pod_memory_limit.labels(*labels).set(m.limit_bytes)
+            self.memory_limit_exceeded.labels(*labels)  # 0 from the start, for rate()
+        for m in exceeded:
+            self.memory_limit_exceeded.labels(m.namespace, m.name, m.partition_id).inc()

@@ -1,8 +1,10 @@
-"""Events (events.k8s.io/v1) about this node's GPUNode, for `kubectl describe gpunode`."""
+"""Events (events.k8s.io/v1) from the daemon: about this node's GPUNode, for `kubectl describe
+gpunode`, and about the pods on this node, for `kubectl describe pod`."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import structlog
 
@@ -13,6 +15,7 @@ log = structlog.get_logger(__name__)
 
 # A cluster-scoped object's Events live in "default", as kubectl describe looks them up there.
 NAMESPACE = "default"
+CONTROLLER = "mipart.io/daemon"
 
 
 class GpuNodeEvents:
@@ -33,11 +36,43 @@ class GpuNodeEvents:
             reason=reason,
             note=note,
             warning=warning,
-            controller="mipart.io/daemon",
+            controller=CONTROLLER,
             instance=self._node,
             action="ReconcileLayout",
         )
-        try:
-            self._api.post(events_path(NAMESPACE), body)
-        except (KubeError, OSError) as err:
-            log.warning("event.failed", reason=reason, error=str(err))
+        _post(self._api, NAMESPACE, body)
+
+
+class PodEvents:
+    def __init__(self, api: KubeApi, node_name: str) -> None:
+        self._api = api
+        self._node = node_name
+
+    def warn(self, pod: str, uid: str, *, reason: str, note: str, action: str) -> None:
+        """A Warning on ``pod`` (namespace/name); best effort, as the log says it too."""
+        namespace, _, name = pod.partition("/")
+        regarding = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "namespace": namespace,
+            "name": name,
+            "uid": uid,
+        }
+        body = event_body(
+            regarding,
+            namespace=namespace,
+            reason=reason,
+            note=note,
+            warning=True,
+            controller=CONTROLLER,
+            instance=self._node,
+            action=action,
+        )
+        _post(self._api, namespace, body)
+
+
+def _post(api: KubeApi, namespace: str, body: dict[str, Any]) -> None:
+    try:
+        api.post(events_path(namespace), body)
+    except (KubeError, OSError) as err:
+        log.warning("event.failed", reason=body["reason"], error=str(err))
