@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import grpc
 import structlog
 from prometheus_client import start_http_server
 
@@ -23,10 +24,11 @@ if TYPE_CHECKING:
     from mipart.daemon.kube.publisher import GpuNodePublisher
 from mipart.daemon.manager.store import StateStore
 from mipart.daemon.metrics import DaemonMetrics
-from mipart.daemon.server.transport import ConfigError, TlsFiles, serve
+from mipart.daemon.server.transport import ConfigError, TlsFiles, serve, serve_startup
 from mipart.domain.memory_limits import LimitAction
 
 DEFAULT_SOCKET = "/run/mipart/node.sock"
+DEFAULT_LAUNCHER_SOCKET = Path("/run/mipart/launcher/startup.sock")
 log = structlog.get_logger("mipart.daemon")
 
 
@@ -100,6 +102,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="where the device plugin writes the CDI spec of each slot",
     )
     p.add_argument(
+        "--launcher-socket",
+        type=Path,
+        help="serve the start-up lock of mipart-vllm launchers on this unix socket, mounted "
+        f"into containers that hold a partition (in a cluster: {DEFAULT_LAUNCHER_SOCKET} "
+        "without this flag)",
+    )
+    p.add_argument(
         "--memory-limit-action",
         choices=[a.value for a in LimitAction],
         default=LimitAction.REPORT.value,
@@ -165,6 +174,10 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         print(f"mipart-daemon: {err}", file=sys.stderr)
         return 2
+    launcher_socket = args.launcher_socket
+    if launcher_socket is None and "KUBERNETES_SERVICE_HOST" in os.environ:
+        launcher_socket = DEFAULT_LAUNCHER_SOCKET
+    startup = None if launcher_socket is None else _startup_server(manager, launcher_socket)
     if args.metrics_address != "off":
         host, _, port = args.metrics_address.rpartition(":")
         start_http_server(int(port), addr=host or "127.0.0.1", registry=metrics.registry)
@@ -174,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     if publisher is not None:
         publisher.start()
     manager.start()
-    plugin = _device_plugin(args, manager, publisher)
+    plugin = _device_plugin(args, manager, publisher, launcher_socket)
     monitor = None if publisher is None else _memory_monitor(args, manager, publisher, metrics)
     inventory = manager.status().inventory
     log.info(
@@ -188,6 +201,8 @@ def main(argv: list[str] | None = None) -> int:
     log.info("daemon.stopping")
     health.enter_graceful_shutdown()
     server.stop(grace=5).wait()
+    if startup is not None:
+        startup.stop(grace=1).wait()
     # The device plugin and the monitor read the publisher's pod cache: stop them first.
     for part in (plugin, monitor, publisher):
         if part is not None:
@@ -195,6 +210,21 @@ def main(argv: list[str] | None = None) -> int:
     manager.stop()
     hardware.close()
     return 0
+
+
+def _startup_server(manager: PartitionManager, path: Path) -> grpc.Server:
+    from mipart.daemon.server.startup_lock import StartupLocks  # noqa: PLC0415
+    from mipart.daemon.server.startup_service import StartupService  # noqa: PLC0415
+
+    def pools() -> frozenset[str]:
+        inventory = manager.status().inventory
+        if inventory is None:
+            return frozenset()
+        return frozenset(p.geometry.memory_pool for gpu in inventory.gpus for p in gpu.partitions)
+
+    server = serve_startup(StartupService(StartupLocks(), pools), path)
+    log.info("startup_lock.serving", socket=str(path))
+    return server
 
 
 def _publisher(args: argparse.Namespace, manager: PartitionManager) -> GpuNodePublisher | None:
@@ -248,7 +278,10 @@ def _memory_monitor(
 
 
 def _device_plugin(
-    args: argparse.Namespace, manager: PartitionManager, publisher: GpuNodePublisher | None
+    args: argparse.Namespace,
+    manager: PartitionManager,
+    publisher: GpuNodePublisher | None,
+    launcher_socket: Path | None,
 ) -> DevicePlugin | None:
     """Serve the kubelet device plugin when given its directory or running in a cluster.
 
@@ -277,6 +310,7 @@ def _device_plugin(
         plugin_dir=plugin_dir,
         pod_resources_socket=args.pod_resources_socket,
         cdi_dir=args.cdi_dir,
+        launcher_socket=launcher_socket,
     )
     plugin.start()
     log.info("deviceplugin.started", dir=str(plugin_dir), cdi_dir=str(args.cdi_dir))

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from mipart.extender.annotations import (
-    PARTITIONS,
     AnnotationError,
     is_managed,
     parse_request,
@@ -132,8 +131,8 @@ def _patch(pod: dict[str, Any], annotations: dict[str, str], scheduler: str) -> 
         )
     env = container.get("env")
     launcher_env = [
-        {"name": "MIPART_PARTITIONS", "value": annotations.get(PARTITIONS, "1")},
-        # The allocation lands on the pod at bind; the launcher reads it from here.
+        # The allocation lands on the pod at bind; the launcher reads it from here. (The
+        # partitions, their memory and pools come from the device plugin's CDI spec.)
         {
             "name": "MIPART_ALLOCATION",
             "valueFrom": {"fieldRef": {"fieldPath": f"metadata.annotations['{ALLOCATION}']"}},

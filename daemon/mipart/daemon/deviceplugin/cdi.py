@@ -30,7 +30,12 @@ class UnknownPartition(LookupError):
     pass
 
 
-def spec(slot: str, allocation: Allocation, inventory: NodeInventory) -> dict[str, Any]:
+def spec(
+    slot: str,
+    allocation: Allocation,
+    inventory: NodeInventory,
+    launcher_socket: Path | None = None,
+) -> dict[str, Any]:
     parts = [_partition(inventory, pid) for pid in allocation.partition_ids]
     nodes = [{"path": "/dev/kfd"}] + [{"path": f"/dev/dri/renderD{p.render_minor}"} for p in parts]
     pools = ",".join(dict.fromkeys(p.geometry.memory_pool for p in parts))
@@ -41,12 +46,26 @@ def spec(slot: str, allocation: Allocation, inventory: NodeInventory) -> dict[st
         "MIPART_PARTITIONS=" + ",".join(allocation.partition_ids),
         # Per partition, as in the allocation: the launcher caps each device's pool with it.
         f"MIPART_MEMORY_LIMIT_BYTES={allocation.memory_bytes}",
+        # What HIP reports as each device's total: vLLM's --gpu-memory-utilization is a
+        # fraction of it (every partition of an allocation has one mode, hence one size).
+        f"MIPART_PARTITION_MEMORY_BYTES={min(p.geometry.memory_bytes for p in parts)}",
         f"MIPART_MEMORY_POOL={pools}",
     ]
+    edits: dict[str, Any] = {"deviceNodes": nodes, "env": env}
+    if launcher_socket is not None:
+        # The start-up lock, and nothing else the daemon serves (see StartupService).
+        env.append(f"MIPART_STARTUP_SOCKET={launcher_socket}")
+        edits["mounts"] = [
+            {
+                "hostPath": str(launcher_socket.parent),
+                "containerPath": str(launcher_socket.parent),
+                "options": ["bind", "nosuid", "nodev", "noexec"],
+            }
+        ]
     return {
         "cdiVersion": CDI_VERSION,
         "kind": KIND,
-        "devices": [{"name": slot, "containerEdits": {"deviceNodes": nodes, "env": env}}],
+        "devices": [{"name": slot, "containerEdits": edits}],
     }
 
 

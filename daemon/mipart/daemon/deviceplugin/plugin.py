@@ -32,6 +32,7 @@ class DevicePlugin:
         plugin_dir: Path,
         pod_resources_socket: Path,
         cdi_dir: Path = DEFAULT_CDI_DIR,
+        launcher_socket: Path | None = None,
         min_slots: int = MIN_SLOTS,
         check_interval_s: float = 1.0,
         cleanup_interval_s: float = 30.0,
@@ -46,6 +47,7 @@ class DevicePlugin:
             allocations,
             lambda: manager.status().inventory,
             cdi_dir,
+            launcher_socket=launcher_socket,
         )
         self.endpoint = PluginEndpoint(service, plugin_dir, RESOURCE)
         self._check_interval_s = check_interval_s

@@ -33,12 +33,15 @@ class DevicePluginService(api_pb2_grpc.DevicePluginServicer):
         allocations: Allocations,
         inventory: Callable[[], NodeInventory | None],
         cdi_dir: Path,
+        *,
+        launcher_socket: Path | None = None,
     ) -> None:
         self._slots = slots
         self._pod_resources = pod_resources
         self._allocations = allocations
         self._inventory = inventory
         self._cdi_dir = cdi_dir
+        self._launcher_socket = launcher_socket
 
     def GetDevicePluginOptions(self, request: Any, context: Any) -> api_pb2.DevicePluginOptions:
         return options()
@@ -123,7 +126,11 @@ class DevicePluginService(api_pb2_grpc.DevicePluginServicer):
             # Every slot of the container carries the whole allocation: the edits are
             # identical, so the runtime merging them changes nothing, and no slot is empty.
             for slot in slots:
-                cdi.write(self._cdi_dir, slot, cdi.spec(slot, allocation, inventory))
+                cdi.write(
+                    self._cdi_dir,
+                    slot,
+                    cdi.spec(slot, allocation, inventory, self._launcher_socket),
+                )
         except cdi.UnknownPartition as err:
             _abort(context, grpc.StatusCode.FAILED_PRECONDITION, f"pod {holder.key}: {err}")
         log.info(

@@ -14,10 +14,16 @@ from grpc_reflection.v1alpha import reflection
 
 from mipart.api.v1 import node_pb2, node_pb2_grpc
 from mipart.daemon.server.service import NodeService
+from mipart.daemon.server.startup_service import StartupService
 
 SERVICE_NAME = node_pb2.DESCRIPTOR.services_by_name["NodeService"].full_name
 SOCKET_MODE = 0o660
 SOCKET_DIR_MODE = 0o750
+# The launcher socket is reached only through the mount the device plugin gives containers
+# that hold a partition, whose processes may run as any user: open to all who can reach it,
+# and all it serves is the start-up lock.
+LAUNCHER_SOCKET_MODE = 0o666
+LAUNCHER_SOCKET_DIR_MODE = 0o755
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,9 +84,23 @@ def serve(
     return server, health_servicer
 
 
-def _prepare_socket_dir(path: Path) -> None:
+def serve_startup(service: StartupService, path: Path, workers: int = 64) -> grpc.Server:
+    """The start-up lock on its own unix socket. A waiting or holding launcher keeps a worker
+    busy, hence the larger pool: one per instance that may start on the node at once."""
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="startup")
+    )
+    node_pb2_grpc.add_StartupServiceServicer_to_server(service, server)
+    _prepare_socket_dir(path, LAUNCHER_SOCKET_DIR_MODE)
+    server.add_insecure_port(f"unix://{path}")
+    server.start()
+    os.chmod(path, LAUNCHER_SOCKET_MODE)
+    return server
+
+
+def _prepare_socket_dir(path: Path, mode: int = SOCKET_DIR_MODE) -> None:
     if not path.parent.exists():
-        path.parent.mkdir(parents=True, mode=SOCKET_DIR_MODE)
+        path.parent.mkdir(parents=True, mode=mode)
     # A stale socket from a previous run would make the bind fail.
     if path.is_socket():
         path.unlink()

@@ -1,0 +1,1 @@
+"""``mipart-vllm``: sizes a vLLM instance to its partition allocation and starts it in turn."""

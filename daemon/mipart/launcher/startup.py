@@ -1,0 +1,115 @@
+"""Take the node's start-up lock, exec vLLM, and keep holding the lock until vLLM is healthy.
+
+The launcher execs ``vllm serve`` so that vLLM is the container's main process and gets its
+signals directly. The lock must outlive that exec, so a forked child holds it: the child takes
+it, tells the parent through a pipe, then watches vLLM's /health, and releases the lock (by
+ending its call to the daemon, which the daemon also notices if the child dies) when vLLM
+answers, when vLLM's process is gone, or when the start-up timeout passes.
+
+The child is forked before any gRPC channel exists, so no gRPC state crosses the fork. Once it
+exits it stays a zombie until the container ends, as vLLM does not reap children it did not
+start: one process-table entry, the price of keeping vLLM the main process.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NoReturn
+
+_GRANTED = b"granted\n"
+_HEALTH_POLL_S = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class LockRequest:
+    socket: Path
+    pools: tuple[str, ...]
+    holder: str
+    timeout_s: int
+    health_url: str
+
+
+def exec_in_turn(request: LockRequest, command: list[str]) -> NoReturn:
+    """Wait for the lock, then exec ``command``; exit 1 with the reason if the lock fails."""
+    read_end, write_end = os.pipe()
+    parent = os.getpid()
+    child = os.fork()
+    if child == 0:
+        os.close(read_end)
+        code = 1
+        try:
+            code = _hold(request, parent, write_end)
+        finally:
+            os._exit(code)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as pipe:
+        outcome = pipe.read()
+    if outcome != _GRANTED:
+        os.waitpid(child, 0)
+        reason = outcome.decode(errors="replace").strip() or "the lock holder died"
+        say(f"start-up lock not taken: {reason}")
+        sys.exit(1)
+    os.execvp(command[0], command)  # noqa: S606 - vLLM becomes the container's process
+
+
+def _hold(request: LockRequest, parent: int, pipe: int) -> int:
+    import grpc  # noqa: PLC0415 - only ever in the forked child, after the fork
+
+    from mipart.api.v1 import node_pb2, node_pb2_grpc  # noqa: PLC0415
+
+    channel = grpc.insecure_channel(f"unix://{request.socket}")
+    call = node_pb2_grpc.StartupServiceStub(channel).HoldStartupLock(
+        node_pb2.HoldStartupLockRequest(
+            memory_pools=list(request.pools),
+            holder=request.holder,
+            hold_seconds=request.timeout_s,
+        )
+    )
+    try:
+        for event in call:
+            if event.state == "Granted":
+                break
+            say(f"waiting for the start-up lock (position {event.position}): {event.message}")
+        else:
+            raise RuntimeError("the daemon ended the call before granting the lock")
+    except (grpc.RpcError, RuntimeError) as err:
+        detail = err.details() if isinstance(err, grpc.RpcError) else str(err)
+        os.write(pipe, f"{request.socket}: {detail}\n".encode())
+        return 1
+    say(f"start-up lock held on {', '.join(request.pools)}; starting vLLM")
+    os.write(pipe, _GRANTED)
+    os.close(pipe)
+    why = _wait_for_vllm(request, parent)
+    call.cancel()
+    channel.close()
+    say(f"start-up lock released: {why}")
+    return 0
+
+
+def _wait_for_vllm(request: LockRequest, parent: int) -> str:
+    deadline = time.monotonic() + request.timeout_s
+    while time.monotonic() < deadline:
+        if os.getppid() != parent:
+            return "vLLM exited"
+        if _healthy(request.health_url):
+            return "vLLM is healthy"
+        time.sleep(_HEALTH_POLL_S)
+    return f"vLLM not healthy after {request.timeout_s} s"
+
+
+def _healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=_HEALTH_POLL_S) as response:  # noqa: S310
+            return bool(response.status == 200)
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def say(message: str) -> None:
+    print(f"mipart-vllm: {message}", file=sys.stderr, flush=True)
