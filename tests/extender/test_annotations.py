@@ -67,6 +67,7 @@ def test_model_is_sized_by_the_estimator() -> None:
         ({MEMORY: "8Gi", PARTITION_MODE: "TPX"}, "mipart.io/partition-mode: 'TPX' is not valid; allowed: any, SPX, DPX, QPX or CPX"),
         ({MEMORY: "8Gi", QOS: "urgent"}, "mipart.io/qos: 'urgent' is not valid; allowed: latency, standard or batch"),
         ({MEMORY: "8Gi", SHARING: "private"}, "mipart.io/sharing: 'private' is not valid; allowed: shared or exclusive"),
+        ({MEMORY: "8Gi", "mipart.io/queue": "yes"}, "mipart.io/queue: 'yes' is not valid; allowed: \"true\""),
         ({MEMORY: "8Gi", "mipart.io/memroy": "8Gi"}, "mipart.io/memroy: unknown annotation; known: mipart.io/memory"),
         ({MEMORY: "8Gi", MODEL: "meta-llama/Llama-3.1-8B"}, "give exactly one"),
         ({QOS: "batch"}, "give exactly one"),

@@ -8,11 +8,13 @@ from typing import Any
 
 import jsonpatch
 import pytest
+import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
 from mipart.extender.http import BadRequest
-from mipart.extender.webhook import Webhook
+from mipart.extender.webhook import PRIORITY_CLASSES, Webhook
+from tests.support.binaries import REPO_ROOT
 
 hook = Webhook()
 
@@ -115,3 +117,22 @@ def test_fuzzed_requests_never_crash(request: dict[str, Any]) -> None:
         except BadRequest:
             continue
         assert "response" in answer
+
+
+def test_queued_pods_get_the_gate_and_their_class_priority() -> None:
+    body = pod({"mipart.io/memory": "8Gi", "mipart.io/qos": "batch", "mipart.io/queue": "true"})
+    body["spec"]["priority"] = 0  # what the Priority admission plugin left before webhooks
+    response = Webhook().mutate(review(body))["response"]
+    patched = jsonpatch.apply_patch(body, json.loads(base64.b64decode(response["patch"])))
+    assert patched["spec"]["schedulingGates"] == [{"name": "mipart.io/queue"}]
+    assert patched["spec"]["priorityClassName"] == "mipart-batch"
+    assert (patched["spec"]["priority"], patched["spec"]["preemptionPolicy"]) == (1000, "Never")
+
+
+def test_priority_classes_match_the_manifest() -> None:
+    manifest = REPO_ROOT / "manifests" / "controller" / "priorityclasses.yaml"
+    classes = {
+        doc["metadata"]["name"]: (doc["value"], doc["preemptionPolicy"])
+        for doc in yaml.safe_load_all(manifest.read_text())
+    }
+    assert classes == {name: (value, policy) for name, value, policy in PRIORITY_CLASSES.values()}

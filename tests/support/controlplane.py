@@ -263,13 +263,16 @@ class ControlPlane:
         self._wait_until_working(api, ports)
 
     def _install_manifests(self) -> None:
-        """The project's own CRDs and RBAC, applied by kubectl as a user would."""
+        """The project's own CRDs, RBAC and PriorityClasses, applied by kubectl as a user
+        would."""
         self.kubectl(
             "create", "namespace", _scheduler_config()["leaderElection"]["resourceNamespace"]
         )
         for directory in ("crds", "rbac"):
             if any((MANIFESTS / directory).glob("*.yaml")):
                 self.kubectl("apply", "-f", str(MANIFESTS / directory))
+        # The QoS classes' priorities, which the webhook gives queued pods.
+        self.kubectl("apply", "-f", str(MANIFESTS / "controller" / "priorityclasses.yaml"))
         self.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd", "--all")
 
     def _start_mipart_scheduler(

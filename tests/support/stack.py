@@ -31,6 +31,8 @@ class Stack:
     daemons: dict[str, Node] = field(default_factory=dict)
     extender: Process | None = None
     webhook: Process | None = None
+    controller: Process | None = None
+    controller_metrics: str = ""
 
     # -- daemons --------------------------------------------------------------------------
 
@@ -149,10 +151,43 @@ class Stack:
         )
         return self.extender
 
+    # -- controller -----------------------------------------------------------------------
+
+    def start_controller(self, *args: str) -> Process:
+        token = self.plane.service_account_kubeconfig("mipart-system", "mipart-controller")
+        (port,) = free_ports(1)
+        self.controller = Process.start(
+            "mipart-controller",
+            [
+                sys.executable,
+                "-m",
+                "mipart.controller.main",
+                "--kubeconfig",
+                str(token),
+                "--metrics-address",
+                f"127.0.0.1:{port}",
+                "--log-format",
+                "json",
+                "--stale-after",
+                "30",
+                *args,
+            ],
+            self.workdir / "controller.log",
+            detach=False,
+        )
+        self.controller_metrics = f"http://127.0.0.1:{port}/metrics"
+        wait_until(
+            "the controller to serve metrics",
+            lambda: http_ok(self.controller_metrics),
+            timeout=60,
+            process=self.controller,
+        )
+        return self.controller
+
     # -- teardown -------------------------------------------------------------------------
 
     def stop(self, api: Any) -> None:
-        for process in (self.extender, self.webhook):
+        for process in (self.controller, self.extender, self.webhook):
             if process is not None:
                 process.stop()
         admission = kube.admission_registration(api)
@@ -167,7 +202,7 @@ class Stack:
                 objects.delete_cluster_custom_object(*kube.GPUNODES, name)
 
     def logs(self) -> Iterator[tuple[str, str]]:
-        for process in (self.extender, self.webhook):
+        for process in (self.controller, self.extender, self.webhook):
             if process is not None:
                 yield process.name, process.tail(60)
         for name, node in self.daemons.items():

@@ -59,6 +59,12 @@ class KubeApi:
     def merge_patch(self, path: str, body: Any) -> Any:
         return self.request("PATCH", path, body=body, content_type="application/merge-patch+json")
 
+    def json_patch(self, path: str, operations: list[dict[str, Any]]) -> Any:
+        """RFC 6902: lists can be edited by index, guarded by ``test`` operations."""
+        return self.request(
+            "PATCH", path, body=operations, content_type="application/json-patch+json"
+        )
+
     def watch(
         self, path: str, resource_version: str, query: dict[str, str], timeout_s: int = 300
     ) -> Iterator[dict[str, Any]]:

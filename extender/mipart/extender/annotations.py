@@ -23,9 +23,10 @@ PARTITIONS = PREFIX + "partitions"
 PARTITION_MODE = PREFIX + "partition-mode"
 QOS = PREFIX + "qos"
 SHARING = PREFIX + "sharing"
+QUEUE = PREFIX + "queue"
 # Written by the extender at bind (ALLOCATION, from mipart.kube.objects); a user may not set it.
 
-USER_ANNOTATIONS = (MEMORY, MODEL, PARTITIONS, PARTITION_MODE, QOS, SHARING)
+USER_ANNOTATIONS = (MEMORY, MODEL, PARTITIONS, PARTITION_MODE, QOS, SHARING, QUEUE)
 # A model named without a memory figure is sized for this context, in bf16 (docs/annotations.md).
 MODEL_CONTEXT_TOKENS = 8192
 
@@ -36,6 +37,7 @@ _ALLOWED = {
     PARTITION_MODE: "any, SPX, DPX, QPX or CPX",
     QOS: "latency, standard or batch",
     SHARING: "shared or exclusive",
+    QUEUE: '"true" (wait in the QoS queue of mipart-controller) or "false"',
 }
 
 
@@ -58,6 +60,7 @@ class _Annotations(BaseModel):
     ] = "any"
     qos: Annotated[QosClass, Field(alias=QOS)] = QosClass.STANDARD
     sharing: Annotated[Sharing, Field(alias=SHARING)] = Sharing.SHARED
+    queue: Annotated[Literal["true", "false"], Field(alias=QUEUE)] = "false"
 
     @field_validator("memory", mode="before")
     @classmethod
@@ -85,6 +88,12 @@ class _Annotations(BaseModel):
 def is_managed(annotations: Mapping[str, str] | None) -> bool:
     """A pod opts in by naming its memory or its model."""
     return annotations is not None and (MEMORY in annotations or MODEL in annotations)
+
+
+def is_queued(annotations: Mapping[str, str]) -> bool:
+    """A pod opts in to the QoS queue with ``mipart.io/queue: "true"`` (validated by
+    parse_request like every other annotation)."""
+    return annotations.get(QUEUE) == "true"
 
 
 def parse_request(annotations: Mapping[str, str]) -> PartitionRequest:

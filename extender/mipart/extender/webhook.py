@@ -15,15 +15,28 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from mipart.domain.placement import QosClass
 from mipart.extender.annotations import (
+    QOS,
+    QUEUE,
     AnnotationError,
     is_managed,
+    is_queued,
     parse_request,
 )
 from mipart.extender.http import BadRequest
 from mipart.kube.objects import ALLOCATION
 
 RESOURCE = "mipart.io/partition"
+# The scheduling gate that holds a queued pod until mipart-controller releases it.
+QUEUE_GATE = "mipart.io/queue"
+# PriorityClass per QoS class: manifests/controller/priorityclasses.yaml defines the same.
+# Only latency may preempt; the values leave room for a cluster's own classes around them.
+PRIORITY_CLASSES: dict[QosClass, tuple[str, int, str]] = {
+    QosClass.LATENCY: ("mipart-latency", 100_000, "PreemptLowerPriority"),
+    QosClass.STANDARD: ("mipart-standard", 10_000, "Never"),
+    QosClass.BATCH: ("mipart-batch", 1_000, "Never"),
+}
 
 
 @dataclass(frozen=True)
@@ -103,6 +116,14 @@ def _problems(
             f"spec.schedulerName: {chosen!r} would bypass mipart; leave it unset or "
             f"use {scheduler!r}"
         )
+    chosen_class = (pod.get("spec") or {}).get("priorityClassName")
+    if is_queued(annotations) and chosen_class and not problems:
+        ours = PRIORITY_CLASSES[parse_request(annotations).qos][0]
+        if chosen_class != ours:
+            problems.append(
+                f"spec.priorityClassName: {chosen_class!r} contradicts {QUEUE}: the queue "
+                f"gives {QOS} class {ours!r}; leave it unset"
+            )
     if not (pod.get("spec") or {}).get("containers"):
         problems.append("spec.containers: a pod needs a container to give the partition to")
     return "; ".join(problems)
@@ -129,6 +150,8 @@ def _patch(pod: dict[str, Any], annotations: dict[str, str], scheduler: str) -> 
                 "value": partitions,
             }
         )
+    if is_queued(annotations):
+        ops.extend(_queue_ops(pod, parse_request(annotations).qos))
     env = container.get("env")
     launcher_env = [
         # The allocation lands on the pod at bind; the launcher reads it from here. (The
@@ -144,6 +167,25 @@ def _patch(pod: dict[str, Any], annotations: dict[str, str], scheduler: str) -> 
         ops.extend(
             {"op": "add", "path": "/spec/containers/0/env/-", "value": v} for v in launcher_env
         )
+    return ops
+
+
+def _queue_ops(pod: dict[str, Any], qos: QosClass) -> list[dict[str, Any]]:
+    """Hold the pod behind the queue gate, with its class's priority. The Priority admission
+    plugin resolved the class before webhooks ran and checks the result after them, so the
+    value and the preemption policy it would have resolved are set too."""
+    name, value, preemption = PRIORITY_CLASSES[qos]
+    gate = {"name": QUEUE_GATE}
+    spec = pod.get("spec") or {}
+    ops: list[dict[str, Any]] = [
+        {"op": "add", "path": "/spec/priorityClassName", "value": name},
+        {"op": "add", "path": "/spec/priority", "value": value},
+        {"op": "add", "path": "/spec/preemptionPolicy", "value": preemption},
+    ]
+    if spec.get("schedulingGates"):
+        ops.append({"op": "add", "path": "/spec/schedulingGates/-", "value": gate})
+    else:
+        ops.append({"op": "add", "path": "/spec/schedulingGates", "value": [gate]})
     return ops
 
 

@@ -1,0 +1,104 @@
+"""``mipart-controller``: releases pods held by the ``mipart.io/queue`` scheduling gate in QoS
+order (latency, standard, batch; FIFO with aging inside a class), only when the placement
+engine finds room for them, at a bounded rate. One replica: its state is the pods' gates."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import sys
+from pathlib import Path
+
+import structlog
+from prometheus_client import CollectorRegistry, start_http_server
+
+from mipart.controller.releaser import Releaser, ReleaseRate
+from mipart.domain.queue import QueuePolicy
+from mipart.extender.cluster import ClusterState
+from mipart.extender.events import EventReporter
+from mipart.kube.api import KubeApi
+from mipart.runtime import logs
+from mipart.runtime.signals import wait_for_stop
+
+log = structlog.get_logger("mipart.controller")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="mipart-controller",
+        description=(
+            "Release pods waiting behind the mipart.io/queue scheduling gate (added by the "
+            'webhook to pods annotated mipart.io/queue: "true") in QoS order, when they fit.'
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--kubeconfig", type=Path, help="default: the pod's service account")
+    p.add_argument(
+        "--scheduler-name", default="mipart-scheduler", help="the profile of queued pods"
+    )
+    p.add_argument(
+        "--release-rate", type=float, default=20.0, help="pods released per second, at most"
+    )
+    p.add_argument("--release-burst", type=int, default=20, help="pods released at once, at most")
+    p.add_argument(
+        "--bypass-after",
+        type=float,
+        default=300.0,
+        metavar="SECONDS",
+        help="a pod that has waited this long is no longer passed by later pods that fit",
+    )
+    p.add_argument(
+        "--metrics-address",
+        default="127.0.0.1:9402",
+        help="host:port for Prometheus metrics, or 'off'",
+    )
+    p.add_argument("--stale-after", type=float, default=60.0, help="GPUNode heartbeat age limit")
+    logs.add_arguments(p)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logs.configure_from(args)
+    problems = [
+        f"{flag}: must be greater than 0"
+        for flag, value in (
+            ("--release-rate", args.release_rate),
+            ("--release-burst", args.release_burst),
+            ("--bypass-after", args.bypass_after),
+        )
+        if value <= 0
+    ]
+    if problems:
+        print(f"mipart-controller: {'; '.join(problems)}", file=sys.stderr)
+        return 2
+    api = KubeApi.connect(args.kubeconfig)
+    state = ClusterState(api, scheduler_name=args.scheduler_name, stale_after_s=args.stale_after)
+    identity = os.environ.get("POD_NAME", socket.gethostname())
+    events = EventReporter(api, component="mipart.io/controller", instance=identity)
+    registry = CollectorRegistry()
+    releaser = Releaser(
+        api,
+        state,
+        events,
+        registry,
+        rate=ReleaseRate(args.release_rate, args.release_burst),
+        policy=QueuePolicy(bypass_after_s=args.bypass_after),
+    )
+    if args.metrics_address != "off":
+        host, _, port = args.metrics_address.rpartition(":")
+        start_http_server(int(port), addr=host or "127.0.0.1", registry=registry)
+    state.start()
+    if not state.wait_synced(60):
+        log.warning("controller.not_synced", waited_s=60)
+    releaser.start()
+    log.info("controller.serving", rate=args.release_rate, burst=args.release_burst)
+    wait_for_stop()
+    releaser.stop()
+    state.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

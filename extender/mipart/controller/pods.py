@@ -1,0 +1,56 @@
+"""Reading the queue from pods: which are gated, which are released and still unbound."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from mipart.domain.queue import QueuedPod
+from mipart.extender.annotations import AnnotationError, parse_request
+from mipart.extender.webhook import QUEUE_GATE
+from mipart.kube.objects import FINISHED, allocation_of
+
+
+def key_of(pod: dict[str, Any]) -> str:
+    meta = pod["metadata"]
+    return f"{meta.get('namespace', 'default')}/{meta['name']}"
+
+
+def is_gated(pod: dict[str, Any]) -> bool:
+    gates = (pod.get("spec") or {}).get("schedulingGates") or []
+    return any(g.get("name") == QUEUE_GATE for g in gates)
+
+
+def is_in_flight(pod: dict[str, Any]) -> bool:
+    """Released (or never queued), not bound yet, not finished or going away: the scheduler
+    is about to place it, so room must be set aside for it."""
+    spec, meta = pod.get("spec") or {}, pod.get("metadata") or {}
+    return (
+        not is_gated(pod)
+        and not spec.get("nodeName")
+        and not meta.get("deletionTimestamp")
+        and (pod.get("status") or {}).get("phase") not in FINISHED
+        and allocation_of(pod) is None
+    )
+
+
+def queued_pod(pod: dict[str, Any]) -> QueuedPod | None:
+    """The pod as the queue sees it; None if its annotations no longer parse (the webhook
+    checked them at creation, so only a changed rule can get here)."""
+    meta = pod["metadata"]
+    try:
+        request = parse_request(meta.get("annotations") or {})
+    except AnnotationError:
+        return None
+    created = datetime.fromisoformat(meta["creationTimestamp"].replace("Z", "+00:00"))
+    return QueuedPod(key_of(pod), meta["uid"], request, created.timestamp())
+
+
+def release_patch(pod: dict[str, Any]) -> list[dict[str, Any]]:
+    """A JSON patch that removes the queue gate, and fails if the gates changed meanwhile."""
+    gates = pod["spec"]["schedulingGates"]
+    index = next(i for i, g in enumerate(gates) if g.get("name") == QUEUE_GATE)
+    return [
+        {"op": "test", "path": f"/spec/schedulingGates/{index}/name", "value": QUEUE_GATE},
+        {"op": "remove", "path": f"/spec/schedulingGates/{index}"},
+    ]

@@ -1,0 +1,166 @@
+"""The queue's loop: each round, decide which gated pods to release (mipart.domain.queue) and
+remove their gate, at a bounded rate, with an Event on each pod when it is queued and when it
+is released.
+
+The state is the API's: the gate on the pod *is* the queue entry, so a restarted controller
+finds the queue as it was. Its view of the cluster is the extender's ClusterState (GPUNodes
+and allocations, watched), which it owns a copy of.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from mipart.controller.pods import (
+    is_gated,
+    is_in_flight,
+    key_of,
+    queued_pod,
+    release_patch,
+)
+from mipart.domain.queue import (
+    CLASS_ORDER,
+    DEFAULT_POLICY,
+    QueuedPod,
+    QueuePolicy,
+    Round,
+    plan_round,
+)
+from mipart.extender.cluster import ClusterState
+from mipart.extender.events import EventReporter
+from mipart.kube.api import KubeApi, KubeError
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class ReleaseRate:
+    per_second: float = 20.0
+    burst: int = 20
+
+
+class QueueMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.depth = Gauge(
+            "mipart_queue_depth", "Gated pods waiting, by QoS class", ["qos"], registry=registry
+        )
+        self.wait = Histogram(
+            "mipart_queue_wait_seconds",
+            "From creation to release, by QoS class",
+            ["qos"],
+            buckets=(0.1, 0.5, 1, 2, 5, 10, 30, 60, 300, 900, 3600),
+            registry=registry,
+        )
+        self.released = Counter(
+            "mipart_queue_released_total", "Pods released, by QoS class", ["qos"], registry=registry
+        )
+
+
+class Releaser:
+    def __init__(
+        self,
+        api: KubeApi,
+        state: ClusterState,
+        events: EventReporter,
+        registry: CollectorRegistry,
+        *,
+        rate: ReleaseRate = ReleaseRate(),
+        policy: QueuePolicy = DEFAULT_POLICY,
+        interval_s: float = 0.25,
+    ) -> None:
+        self._api = api
+        self._state = state
+        self._events = events
+        self._metrics = QueueMetrics(registry)
+        self._rate = rate
+        self._policy = policy
+        self._interval_s = interval_s
+        self._tokens = float(rate.burst)
+        self._last_refill = time.monotonic()
+        self._announced: set[str] = set()  # pod UIDs told they are queued
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="queue", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval_s):
+            try:
+                self.round()
+            except Exception:  # one bad round must not stop the queue
+                log.exception("queue.round_failed")
+
+    def round(self) -> Round:
+        pods = self._state.pods.items()
+        gated = {p["metadata"]["uid"]: p for p in pods if is_gated(p)}
+        queued = [q for p in gated.values() if (q := queued_pod(p)) is not None]
+        in_flight = [q for p in pods if is_in_flight(p) and (q := queued_pod(p)) is not None]
+        now = time.time()
+        budget = self._take_tokens()
+        decided = self._state.locked(
+            lambda view: plan_round(
+                view, queued, in_flight, now=now, budget=budget, policy=self._policy
+            )
+        )
+        released = 0
+        for pod, placement in decided.released:
+            if self._release(gated[pod.uid], pod, now):
+                released += 1
+                log.info("queue.released", pod=pod.key, qos=pod.qos.value, likely=placement.node)
+        self._tokens -= released
+        for waiting in decided.waiting:
+            if waiting.pod.uid not in self._announced:
+                self._announced.add(waiting.pod.uid)
+                self._events.normal(
+                    gated[waiting.pod.uid],
+                    "Queued",
+                    f"{waiting.pod.qos.value} queue, position {waiting.position} of "
+                    f"{len(queued)}: {waiting.reason}",
+                )
+        self._announced &= set(gated)
+        self._observe_depth(queued, {pod.uid for pod, _ in decided.released})
+        return decided
+
+    def _release(self, pod: dict[str, Any], queued: QueuedPod, now: float) -> bool:
+        meta = pod["metadata"]
+        path = f"/api/v1/namespaces/{meta['namespace']}/pods/{meta['name']}"
+        try:
+            self._api.json_patch(path, release_patch(pod))
+        except KubeError as err:
+            # Deleted, or its gates changed under us: the next round sees the new state.
+            log.info("queue.release_skipped", pod=queued.key, status=err.status)
+            return False
+        self._metrics.released.labels(queued.qos.value).inc()
+        self._metrics.wait.labels(queued.qos.value).observe(max(0.0, now - queued.created))
+        self._events.normal(
+            pod,
+            "Released",
+            f"room found for {queued.qos.value} pod {key_of(pod)} after "
+            f"{now - queued.created:.1f} s in the queue",
+        )
+        return True
+
+    def _take_tokens(self) -> int:
+        now = time.monotonic()
+        self._tokens = min(
+            float(self._rate.burst),
+            self._tokens + (now - self._last_refill) * self._rate.per_second,
+        )
+        self._last_refill = now
+        return int(self._tokens)
+
+    def _observe_depth(self, queued: list[QueuedPod], released: set[str]) -> None:
+        for qos in CLASS_ORDER:
+            depth = sum(1 for q in queued if q.qos is qos and q.uid not in released)
+            self._metrics.depth.labels(qos.value).set(depth)

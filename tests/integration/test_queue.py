@@ -1,0 +1,122 @@
+"""The QoS queue on the real control plane: the webhook gates opted-in pods, mipart-controller
+releases them in class order as its own service account, kube-scheduler and the extender bind.
+
+300 batch pods are queued (released at 5 pods/s, so most still wait), then 5 latency pods
+arrive: they are bound before the batch pods still waiting (all but those the controller
+released before it saw the latency pods).
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+import sys
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import client
+
+from tests.support import kube, queue_scenario
+from tests.support.controlplane import ControlPlane
+from tests.support.procs import wait_until
+from tests.support.stack import Stack
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def stack(
+    control_plane: ControlPlane, api: Any, emulator_build: Path, tmp_path: Path
+) -> Iterator[Stack]:
+    s = Stack(control_plane, emulator_build, tmp_path)
+    try:
+        yield s
+    finally:
+        s.stop(api)
+
+
+def test_webhook_gates_only_opted_in_pods_with_their_class_priority(
+    stack: Stack, api: Any, namespace: str, control_plane: ControlPlane
+) -> None:
+    stack.start_webhook(api)
+    core = kube.core(api)
+    core.create_namespaced_pod(namespace, queue_scenario.queued_pod("early", "batch", "8Gi"))
+    queued = core.create_namespaced_pod(namespace, queue_scenario.queued_pod("q", "latency", "4Gi"))
+    assert [g.name for g in queued.spec.scheduling_gates] == ["mipart.io/queue"]
+    assert queued.spec.priority_class_name == "mipart-latency"
+    assert queued.spec.priority == 100000
+    # No controller runs here: both wait, and the queue shows the latency pod first.
+    shown = subprocess.run(
+        [sys.executable, "-m", "mipart.controller.cli", "--kubeconfig",
+         str(control_plane.kubeconfig), "-n", namespace, "--json"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    rows = [json.loads(line) for line in shown.stdout.splitlines()]
+    assert [(r["position"], r["qos"], r["pod"]) for r in rows] == [
+        (1, "latency", f"{namespace}/q"),
+        (2, "batch", f"{namespace}/early"),
+    ]
+    assert rows[1]["memoryPerPartition"] == "8Gi"
+    plain = queue_scenario.queued_pod("plain", "batch", "4Gi")
+    del plain["metadata"]["annotations"]["mipart.io/queue"]
+    created = core.create_namespaced_pod(namespace, plain)
+    assert not created.spec.scheduling_gates
+    assert created.spec.priority_class_name is None
+    contradicting = queue_scenario.queued_pod("other", "batch", "4Gi")
+    contradicting["spec"]["priorityClassName"] = "mipart-latency"
+    with pytest.raises(client.ApiException) as refused:
+        core.create_namespaced_pod(namespace, contradicting)
+    assert "spec.priorityClassName: 'mipart-latency' contradicts mipart.io/queue" in str(
+        refused.value.body
+    )
+
+
+def test_latency_pods_overtake_three_hundred_queued_batch_pods(
+    stack: Stack, api: Any, namespace: str, control_plane: ControlPlane
+) -> None:
+    # 4 nodes: a kwok node takes 110 pods, as a kubelet does by default. 32 SPX GPUs have
+    # room for far more than the 305 pods of 4Gi.
+    for name in control_plane.node_names[:4]:
+        stack.start_daemon(name)
+    stack.wait_published(api)
+    stack.start_webhook(api)
+    stack.start_extender()
+    stack.start_controller("--release-rate", "5", "--release-burst", "5")
+
+    run = queue_scenario.run(api, namespace, batch=300, latency=5)
+
+    assert len(run.gated_at_latency) >= 100, "the queue drained before the latency pods came"
+    # In FIFO order, the latency pods would wait behind every one of those batch pods. The
+    # queue puts them first: at most one round of releases (the burst of 5) that the
+    # controller made before its watch showed it the latency pods may bind before them.
+    overtook = run.overtaken_by("latency-")
+    assert len(overtook) <= 5, f"{len(overtook)} waiting batch pods bound first: {overtook}"
+    waits = run.creation_to_bind("latency-")
+    print(
+        f"latency creation-to-bind: median {statistics.median(waits):.2f} s, "
+        f"max {waits[-1]:.2f} s; {len(overtook)} of {len(run.gated_at_latency)} waiting "
+        "batch pods bound first"
+    )
+
+    # Each pod was told it was queued, and the controller counted what it released.
+    events = kube.events(api).list_namespaced_event(namespace, field_selector="reason=Queued")
+    assert events.items, "no Queued Event"
+    assert "batch queue, position" in events.items[0].note
+    with urllib.request.urlopen(stack.controller_metrics) as response:
+        metrics = response.read().decode()
+    assert 'mipart_queue_released_total{qos="latency"} 5.0' in metrics
+    assert 'mipart_queue_released_total{qos="batch"} 300.0' in metrics
+    wait_until(
+        "queue empty",
+        lambda: 'mipart_queue_depth{qos="batch"} 0.0' in _metrics(stack),
+        timeout=10,
+    )
+
+
+def _metrics(stack: Stack) -> str:
+    with urllib.request.urlopen(stack.controller_metrics) as response:
+        return str(response.read().decode())

@@ -1,0 +1,93 @@
+"""The QoS queue's decisions (mipart.domain.queue)."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from mipart.domain.layout import NodeLayout
+from mipart.domain.partitions import ComputeMode, MemoryMode
+from mipart.domain.placement import ClusterView, NodeCapacity, PartitionRequest, QosClass
+from mipart.domain.queue import QueuedPod, QueuePolicy, order, plan_round
+
+GI = 2**30
+SPX = ComputeMode.SPX
+
+
+def one_gpu_view() -> ClusterView:
+    """One SPX GPU: 191.98 GiB, i.e. room for 9 pods of 20 GiB (+1 GiB each)."""
+    return ClusterView([NodeCapacity.from_layout("n1", NodeLayout(MemoryMode.NPS1, {0: SPX}))])
+
+
+def pod(name: str, gib: float, qos: QosClass = QosClass.BATCH, created: float = 0.0) -> QueuedPod:
+    return QueuedPod(f"ns/{name}", f"uid-{name}", PartitionRequest(int(gib * GI), qos=qos), created)
+
+
+def test_order_is_class_then_arrival() -> None:
+    pods = [
+        pod("b1", 1, QosClass.BATCH, 1),
+        pod("s1", 1, QosClass.STANDARD, 5),
+        pod("l1", 1, QosClass.LATENCY, 9),
+        pod("b0", 1, QosClass.BATCH, 0),
+    ]
+    assert [p.key for p in order(pods)] == ["ns/l1", "ns/s1", "ns/b0", "ns/b1"]
+
+
+def test_releases_only_what_fits_and_leaves_the_view_as_it_was() -> None:
+    view = one_gpu_view()
+    queued = [pod(f"p{i}", 20, created=i) for i in range(12)]
+    got = plan_round(view, queued, [], now=10, budget=100)
+    assert [p.key for p, _ in got.released] == [f"ns/p{i}" for i in range(9)]
+    assert [w.position for w in got.waiting] == [10, 11, 12]
+    assert "no partition with" in got.waiting[0].reason
+    assert view.allocations() == ()  # the scratch reservations are gone
+
+
+def test_pods_released_and_not_yet_bound_take_their_room_first() -> None:
+    view = one_gpu_view()
+    in_flight = [pod(f"f{i}", 20) for i in range(8)]
+    got = plan_round(view, [pod("q0", 20, created=1), pod("q1", 20, created=2)], in_flight,
+                     now=10, budget=100)  # fmt: skip
+    assert [p.key for p, _ in got.released] == ["ns/q0"]
+
+
+def test_a_higher_class_goes_first_when_room_is_short() -> None:
+    view = one_gpu_view()
+    batch = [pod(f"b{i}", 20, created=i) for i in range(9)]
+    latency = pod("l", 20, QosClass.LATENCY, created=100)
+    got = plan_round(view, [*batch, latency], [], now=100, budget=100)
+    assert got.released[0][0].key == "ns/l"
+    assert "ns/b8" in [w.pod.key for w in got.waiting]
+
+
+def test_young_pods_are_passed_and_old_ones_are_not() -> None:
+    view = one_gpu_view()
+    in_flight = [pod(f"f{i}", 20) for i in range(8)]  # 20 GiB left
+    big, small = pod("big", 40, created=0), pod("small", 10, created=1)
+    young = plan_round(view, [big, small], in_flight, now=10, budget=10)
+    assert [p.key for p, _ in young.released] == ["ns/small"]  # backfill
+    aged = plan_round(view, [big, small], in_flight, now=400, budget=10,
+                      policy=QueuePolicy(bypass_after_s=300))  # fmt: skip
+    assert aged.released == ()
+    assert "behind ns/big" in aged.waiting[1].reason
+
+
+def test_the_budget_bounds_a_round() -> None:
+    got = plan_round(one_gpu_view(), [pod(f"p{i}", 1, created=i) for i in range(10)], [],
+                     now=0, budget=3)  # fmt: skip
+    assert len(got.released) == 3
+    assert got.waiting[0].reason == "release rate reached; next round"
+
+
+@given(st.lists(st.tuples(st.sampled_from(list(QosClass)), st.integers(1, 60)), max_size=30))
+def test_never_releases_more_than_fits(pods: list[tuple[QosClass, int]]) -> None:
+    view = one_gpu_view()
+    queued = [pod(f"p{i}", gib, qos, created=i) for i, (qos, gib) in enumerate(pods)]
+    got = plan_round(view, queued, [], now=0, budget=1000)
+    released = [p for p, _ in got.released]
+    assert sum(p.request.memory_bytes + GI for p in released) <= 196592 * 2**20
+    assert len(released) + len(got.waiting) == len(queued)
+    # Released in queue order, and each waiting pod says why.
+    ranks = {p.key: i for i, p in enumerate(order(queued))}
+    assert [ranks[p.key] for p in released] == sorted(ranks[p.key] for p in released)
+    assert all(w.reason for w in got.waiting)
