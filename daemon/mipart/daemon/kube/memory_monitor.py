@@ -17,7 +17,6 @@ import structlog
 
 from mipart.daemon.kube.cgroups import ProcPods
 from mipart.daemon.kube.events import PodEvents
-from mipart.daemon.kube.eviction import evict
 from mipart.daemon.kube.publisher import GpuNodePublisher
 from mipart.daemon.manager.manager import PartitionManager
 from mipart.domain.inventory import GpuProcess
@@ -29,6 +28,7 @@ from mipart.domain.memory_limits import (
     read_pod_memory,
 )
 from mipart.kube.api import KubeApi, KubeError
+from mipart.kube.eviction import evict
 
 log = structlog.get_logger(__name__)
 
