@@ -120,3 +120,82 @@ def test_latency_pods_overtake_three_hundred_queued_batch_pods(
 def _metrics(stack: Stack) -> str:
     with urllib.request.urlopen(stack.controller_metrics) as response:
         return str(response.read().decode())
+
+
+def test_a_latency_pod_preempts_batch_pods_and_a_budget_holds(
+    stack: Stack, api: Any, namespace: str, control_plane: ControlPlane
+) -> None:
+    node = control_plane.node_names[0]
+    stack.start_daemon(node)  # 8 SPX GPUs; 3 batch pods of 60Gi fill each
+    stack.wait_published(api)
+    stack.start_webhook(api)
+    stack.start_extender()
+    stack.start_controller("--retry-refused-after", "2")
+    core = kube.core(api)
+    for i in range(24):
+        pod = queue_scenario.queued_pod(f"batch-{i:02d}", "batch", "60Gi")
+        pod["spec"]["nodeSelector"] = {"kubernetes.io/hostname": node}
+        core.create_namespaced_pod(namespace, pod)
+    wait_until("24 batch pods bound", lambda: len(_allocations(api, namespace)) == 24, timeout=120)
+    # First a PodDisruptionBudget forbids evicting any of them: the controller must find no
+    # victim and evict nobody.
+    for name in _allocations(api, namespace):
+        core.patch_namespaced_pod(name, namespace, {"metadata": {"labels": {"protect": "yes"}}})
+    budget = kube.policy(api)
+    budget.create_namespaced_pod_disruption_budget(namespace, _budget(24))
+    wait_until(
+        "the budget counts its pods",
+        lambda: (
+            budget.read_namespaced_pod_disruption_budget(
+                "protect", namespace
+            ).status.current_healthy
+            == 24
+        ),
+        timeout=60,
+    )
+    latency = queue_scenario.queued_pod("chat", "latency", "150Gi")
+    latency["spec"]["nodeSelector"] = {"kubernetes.io/hostname": node}
+    core.create_namespaced_pod(namespace, latency)
+    wait_until(
+        "a refused preemption", lambda: "PreemptionRefused" in _reasons(api, namespace), timeout=30
+    )
+    assert len(_allocations(api, namespace)) == 24, "a pod under the budget was evicted"
+    # Then only GPU 7's pods leave the budget: exactly those three make room.
+    by_gpu: dict[str, list[str]] = {}
+    for name, allocation in _allocations(api, namespace).items():
+        by_gpu.setdefault(allocation["partitions"][0].split("-")[0], []).append(name)
+    for name in by_gpu["gpu7"]:
+        core.patch_namespaced_pod(name, namespace, {"metadata": {"labels": {"protect": "no"}}})
+    budget.delete_namespaced_pod_disruption_budget("protect", namespace)
+    budget.create_namespaced_pod_disruption_budget(namespace, _budget(21))
+    wait_until(
+        "the latency pod bound",
+        lambda: "chat" in _allocations(api, namespace),
+        timeout=120,
+    )
+    allocations = _allocations(api, namespace)
+    assert allocations["chat"]["partitions"][0].startswith("gpu7-")
+    assert sorted(set(by_gpu["gpu7"]) - set(allocations)) == sorted(by_gpu["gpu7"])
+    assert len(allocations) == 24 - 3 + 1, "exactly GPU 7's three pods went"
+    assert {"Preempting", "Preempted"} <= _reasons(api, namespace)
+
+
+def _budget(min_available: int) -> dict[str, Any]:
+    return {
+        "metadata": {"name": "protect"},
+        "spec": {"minAvailable": min_available, "selector": {"matchLabels": {"protect": "yes"}}},
+    }
+
+
+def _reasons(api: Any, namespace: str) -> set[str]:
+    return {e.reason for e in kube.events(api).list_namespaced_event(namespace).items}
+
+
+def _allocations(api: Any, namespace: str) -> dict[str, dict[str, Any]]:
+    """Pod name -> its allocation, for pods bound and not going away."""
+    out = {}
+    for pod in kube.core(api).list_namespaced_pod(namespace).items:
+        text = (pod.metadata.annotations or {}).get("mipart.io/allocation")
+        if text and pod.spec.node_name and not pod.metadata.deletion_timestamp:
+            out[pod.metadata.name] = json.loads(text)
+    return out

@@ -7,8 +7,15 @@ from hypothesis import strategies as st
 
 from mipart.domain.layout import NodeLayout
 from mipart.domain.partitions import ComputeMode, MemoryMode
-from mipart.domain.placement import ClusterView, NodeCapacity, PartitionRequest, QosClass
+from mipart.domain.placement import (
+    Allocation,
+    ClusterView,
+    NodeCapacity,
+    PartitionRequest,
+    QosClass,
+)
 from mipart.domain.queue import QueuedPod, QueuePolicy, order, plan_round
+from mipart.domain.queue_preemption import Preemption, next_preemption, plan_preemption
 
 GI = 2**30
 SPX = ComputeMode.SPX
@@ -91,3 +98,58 @@ def test_never_releases_more_than_fits(pods: list[tuple[QosClass, int]]) -> None
     ranks = {p.key: i for i, p in enumerate(order(queued))}
     assert [ranks[p.key] for p in released] == sorted(ranks[p.key] for p in released)
     assert all(w.reason for w in got.waiting)
+
+
+def two_gpu_view(*allocations: Allocation) -> ClusterView:
+    layout = NodeLayout(MemoryMode.NPS1, {0: SPX, 1: SPX})
+    return ClusterView([NodeCapacity.from_layout("n1", layout)], allocations)
+
+
+def held(name: str, gpu: int, gib: float) -> Allocation:
+    return Allocation(f"ns/{name}", f"uid-{name}", "n1", (f"gpu{gpu}-spx-0",), int(gib * GI))
+
+
+def test_a_latency_pod_evicts_the_fewest_lower_class_pods() -> None:
+    # GPU 0: three batch pods of 60Gi; GPU 1: one standard pod of 100Gi and one batch of 80Gi.
+    pods = [held("a", 0, 60), held("b", 0, 60), held("c", 0, 60), held("s", 1, 100),
+            held("d", 1, 80)]  # fmt: skip
+    view = two_gpu_view(*pods)
+    classes = {p.pod_uid: QosClass.BATCH for p in pods} | {"uid-s": QosClass.STANDARD}
+    chat = pod("chat", 150, QosClass.LATENCY)
+    got = plan_preemption(view, chat, class_of=classes, leaving=())
+    assert isinstance(got, Preemption)
+    assert sorted(v.pod for v in got.victims) == ["ns/d", "ns/s"]  # 2 pods, not 3
+    # A standard pod may only evict batch pods: GPU 0's three.
+    standard = pod("std", 150, QosClass.STANDARD)
+    got = plan_preemption(view, standard, class_of=classes, leaving=())
+    assert isinstance(got, Preemption)
+    assert sorted(v.pod for v in got.victims) == ["ns/a", "ns/b", "ns/c"]
+
+
+def test_protected_and_leaving_pods_are_not_chosen_again() -> None:
+    pods = [held("a", 0, 60), held("b", 0, 60), held("c", 0, 60), held("d", 1, 120)]
+    view = two_gpu_view(*pods)
+    classes = {p.pod_uid: QosClass.BATCH for p in pods}
+    chat = pod("chat", 150, QosClass.LATENCY)
+    got = plan_preemption(view, chat, class_of=classes, leaving=(), protected={"uid-d"})
+    assert isinstance(got, Preemption)
+    assert [v.pod for v in got.victims] != ["ns/d"]
+    # Once d is leaving, its room is on its way: wait rather than evict more.
+    assert plan_preemption(view, chat, class_of=classes, leaving={"uid-d"}) == (
+        "waiting for 1 pod(s) to leave"
+    )
+    everything = {p.pod_uid for p in pods}
+    assert "no set" in str(plan_preemption(view, chat, class_of=classes, leaving=(),
+                                           protected=everything))  # fmt: skip
+
+
+def test_one_preemption_per_round_for_the_first_latency_pod() -> None:
+    pods = [held("a", 0, 120), held("b", 1, 120)]
+    view = two_gpu_view(*pods)
+    classes = {p.pod_uid: QosClass.BATCH for p in pods}
+    waiting = [pod("batchy", 150, QosClass.BATCH), pod("l1", 150, QosClass.LATENCY, 1),
+               pod("l2", 150, QosClass.LATENCY, 2)]  # fmt: skip
+    chosen, _ = next_preemption(view, waiting, class_of=classes, leaving=())
+    assert chosen is not None
+    assert chosen.pod.key == "ns/l1"
+    assert len(chosen.victims) == 1

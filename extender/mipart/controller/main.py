@@ -49,6 +49,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="a pod that has waited this long is no longer passed by later pods that fit",
     )
     p.add_argument(
+        "--retry-refused-after",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="a pod whose eviction a PodDisruptionBudget refused is not chosen again for this long",
+    )
+    p.add_argument(
         "--metrics-address",
         default="127.0.0.1:9402",
         help="host:port for Prometheus metrics, or 'off'",
@@ -67,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
             ("--release-rate", args.release_rate),
             ("--release-burst", args.release_burst),
             ("--bypass-after", args.bypass_after),
+            ("--retry-refused-after", args.retry_refused_after),
         )
         if value <= 0
     ]
@@ -85,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         registry,
         rate=ReleaseRate(args.release_rate, args.release_burst),
         policy=QueuePolicy(bypass_after_s=args.bypass_after),
+        retry_refused_s=args.retry_refused_after,
     )
     if args.metrics_address != "off":
         host, _, port = args.metrics_address.rpartition(":")

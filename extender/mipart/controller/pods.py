@@ -5,8 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from mipart.domain.placement import QosClass
 from mipart.domain.queue import QueuedPod
-from mipart.extender.annotations import AnnotationError, parse_request
+from mipart.extender.annotations import QOS, AnnotationError, parse_request
 from mipart.extender.webhook import QUEUE_GATE
 from mipart.kube.objects import FINISHED, allocation_of
 
@@ -44,6 +45,16 @@ def queued_pod(pod: dict[str, Any]) -> QueuedPod | None:
         return None
     created = datetime.fromisoformat(meta["creationTimestamp"].replace("Z", "+00:00"))
     return QueuedPod(key_of(pod), meta["uid"], request, created.timestamp())
+
+
+def qos_of(pod: dict[str, Any]) -> QosClass:
+    """The pod's class (standard when it names none or one that no longer parses): what
+    decides whether a latency pod may preempt it."""
+    value = ((pod.get("metadata") or {}).get("annotations") or {}).get(QOS)
+    try:
+        return QosClass(value) if value else QosClass.STANDARD
+    except ValueError:
+        return QosClass.STANDARD
 
 
 def release_patch(pod: dict[str, Any]) -> list[dict[str, Any]]:

@@ -21,9 +21,12 @@ from mipart.controller.pods import (
     is_gated,
     is_in_flight,
     key_of,
+    qos_of,
     queued_pod,
     release_patch,
 )
+from mipart.controller.preemptor import Preemptor
+from mipart.domain.placement import ClusterView
 from mipart.domain.queue import (
     CLASS_ORDER,
     DEFAULT_POLICY,
@@ -32,9 +35,11 @@ from mipart.domain.queue import (
     Round,
     plan_round,
 )
+from mipart.domain.queue_preemption import Preemption, next_preemption
 from mipart.extender.cluster import ClusterState
 from mipart.extender.events import EventReporter
 from mipart.kube.api import KubeApi, KubeError
+from mipart.kube.objects import allocation_of
 
 log = structlog.get_logger(__name__)
 
@@ -73,11 +78,13 @@ class Releaser:
         rate: ReleaseRate = ReleaseRate(),
         policy: QueuePolicy = DEFAULT_POLICY,
         interval_s: float = 0.25,
+        retry_refused_s: float = 60.0,
     ) -> None:
         self._api = api
         self._state = state
         self._events = events
         self._metrics = QueueMetrics(registry)
+        self._preemptor = Preemptor(api, events, registry, protect_s=retry_refused_s)
         self._rate = rate
         self._policy = policy
         self._interval_s = interval_s
@@ -108,11 +115,28 @@ class Releaser:
         in_flight = [q for p in pods if is_in_flight(p) and (q := queued_pod(p)) is not None]
         now = time.time()
         budget = self._take_tokens()
-        decided = self._state.locked(
-            lambda view: plan_round(
+        held = [p for p in pods if allocation_of(p) is not None]
+        class_of = {p["metadata"]["uid"]: qos_of(p) for p in held}
+        leaving = {p["metadata"]["uid"] for p in held if p["metadata"].get("deletionTimestamp")}
+        protected = self._preemptor.protected()
+
+        def decide(view: ClusterView) -> tuple[Round, Preemption | None]:
+            decided = plan_round(
                 view, queued, in_flight, now=now, budget=budget, policy=self._policy
             )
-        )
+            preemption, _ = next_preemption(
+                view,
+                [w.pod for w in decided.waiting],
+                class_of=class_of,
+                leaving=leaving,
+                protected=protected,
+            )
+            return decided, preemption
+
+        decided, preemption = self._state.locked(decide)
+        if preemption is not None:
+            by_uid = {p["metadata"]["uid"]: p for p in pods}
+            self._preemptor.carry_out(preemption, by_uid)
         released = 0
         for pod, placement in decided.released:
             if self._release(gated[pod.uid], pod, now):

@@ -1,0 +1,121 @@
+"""Preemption for the queue: a latency pod that fits nowhere picks lower-class victims.
+
+The victims are the smallest set on one node (fewest pods, then least memory: the same
+``victims_for`` that answers kube-scheduler's preempt verb in the extender, so both give the
+same answer for the same node). Over nodes, the node whose set is smallest wins.
+
+The room is held by the victims themselves: their allocations count until their pods are
+gone, so nothing else is placed there meanwhile, and when they are gone the latency pod is
+first in the queue. A latency pod that would fit once the pods already leaving have left
+waits for them instead of preempting more: that is what makes a restarted controller, which
+remembers nothing, not evict twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
+
+from mipart.domain.cluster_view import ClusterView
+from mipart.domain.placement_types import Allocation, QosClass
+from mipart.domain.preemption import victims_for
+from mipart.domain.queue import CLASS_ORDER, QueuedPod
+
+_RANK = {qos: rank for rank, qos in enumerate(CLASS_ORDER)}
+
+
+@dataclass(frozen=True, slots=True)
+class Preemption:
+    pod: QueuedPod
+    node: str
+    victims: tuple[Allocation, ...]
+
+    @property
+    def description(self) -> str:
+        names = ", ".join(v.pod for v in self.victims)
+        return f"evicting {len(self.victims)} lower-class pod(s) on {self.node}: {names}"
+
+
+def plan_preemption(
+    view: ClusterView,
+    pod: QueuedPod,
+    *,
+    class_of: Mapping[str, QosClass],
+    leaving: Collection[str],
+    protected: Collection[str] = (),
+) -> Preemption | str:
+    """Victims for ``pod`` (which fits nowhere now), or why there are none.
+
+    ``class_of``: pod UID -> QoS class of each allocation's pod (missing: standard);
+    ``leaving``: UIDs of pods already going (evicted, deleted); ``protected``: UIDs that must
+    not be chosen (a PodDisruptionBudget refused their eviction).
+    """
+    going = [a for uid in leaving if (a := view.allocation(uid)) is not None]
+    if going and _fits_without(view, pod, going):
+        return f"waiting for {len(going)} pod(s) to leave"
+    rank = _RANK[pod.qos]
+    best: Preemption | None = None
+    for node in sorted(view.node_names):
+        capacity = view.capacity(node)
+        if capacity is None:
+            continue
+        staying = [a for a in view.allocations(node) if a.pod_uid not in leaving]
+        candidates = [
+            a
+            for a in staying
+            if _RANK[class_of.get(a.pod_uid, QosClass.STANDARD)] > rank
+            and a.pod_uid not in protected
+        ]
+        if not candidates:
+            continue
+        victims = victims_for(pod.request, capacity, staying, candidates)
+        if not victims:  # None: no eviction helps; (): it fits, which the caller ruled out
+            continue
+        found = Preemption(pod, node, victims)
+        if best is None or _cost(found) < _cost(best):
+            best = found
+    if best is None:
+        return "no set of lower-class pods whose eviction would make room"
+    return best
+
+
+def _cost(preemption: Preemption) -> tuple[int, int]:
+    return len(preemption.victims), sum(v.total_bytes for v in preemption.victims)
+
+
+def _fits_without(view: ClusterView, pod: QueuedPod, going: list[Allocation]) -> bool:
+    for allocation in going:
+        view.remove_allocation(allocation.pod_uid)
+    try:
+        return bool(view.evaluate(pod.request).feasible)
+    finally:
+        for allocation in going:
+            view.add_allocation(allocation)
+
+
+def next_preemption(
+    view: ClusterView,
+    waiting: Collection[QueuedPod],
+    *,
+    class_of: Mapping[str, QosClass],
+    leaving: Collection[str],
+    protected: Collection[str] = (),
+) -> tuple[Preemption | None, dict[str, str]]:
+    """The preemption for the first latency pod among ``waiting`` (in queue order) that needs
+    one, and why the latency pods before it need none.
+
+    One per round: the room a preemption frees belongs to its pod, and until its victims are
+    gone a second latency pod cannot tell that room from free room without risking evicting
+    more than it needs. The next round, 250 ms later, sees the victims leaving.
+    """
+    why: dict[str, str] = {}
+    for pod in waiting:
+        if pod.qos is not QosClass.LATENCY:
+            continue
+        outcome = plan_preemption(
+            view, pod, class_of=class_of, leaving=leaving, protected=protected
+        )
+        if isinstance(outcome, Preemption):
+            return outcome, why
+        why[pod.uid] = outcome
+    return None, why

@@ -1,0 +1,90 @@
+"""Carrying out the queue's preemptions through the Eviction API.
+
+All victims are first evicted with ``dryRun``: the API server answers as it would (429 while
+a PodDisruptionBudget forbids it), and nothing is evicted unless every victim may go, so a
+refused set costs nobody anything. A refused victim is left out of the next choices for a
+while (``protect_s``), so the next round picks another set or says none exists.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import structlog
+from prometheus_client import CollectorRegistry, Counter
+
+from mipart.domain.queue_preemption import Preemption
+from mipart.extender.events import EventReporter
+from mipart.kube.api import KubeApi, KubeError
+from mipart.kube.eviction import evict
+
+log = structlog.get_logger(__name__)
+
+_TOO_MANY_REQUESTS = 429
+
+
+class Preemptor:
+    def __init__(
+        self,
+        api: KubeApi,
+        events: EventReporter,
+        registry: CollectorRegistry,
+        *,
+        protect_s: float = 60.0,
+    ) -> None:
+        self._api = api
+        self._events = events
+        self._protect_s = protect_s
+        self._protected: dict[str, float] = {}  # victim UID -> until (monotonic)
+        self.preemptions = Counter(
+            "mipart_queue_preemptions_total",
+            "Preemptions by latency pods, by result (evicted, refused)",
+            ["result"],
+            registry=registry,
+        )
+        self.victims = Counter(
+            "mipart_queue_preempted_pods_total", "Pods evicted for latency pods", registry=registry
+        )
+
+    def protected(self) -> frozenset[str]:
+        now = time.monotonic()
+        self._protected = {uid: t for uid, t in self._protected.items() if t > now}
+        return frozenset(self._protected)
+
+    def carry_out(self, preemption: Preemption, pods: dict[str, dict[str, Any]]) -> bool:
+        """Evict the victims if every one of them may go; True if they were evicted."""
+        preemptor = pods[preemption.pod.uid]
+        for victim in preemption.victims:
+            try:
+                evict(self._api, victim.pod, victim.pod_uid, dry_run=True)
+            except KubeError as err:
+                if err.status == _TOO_MANY_REQUESTS:
+                    self._protected[victim.pod_uid] = time.monotonic() + self._protect_s
+                self.preemptions.labels("refused").inc()
+                self._events.warn(
+                    preemptor,
+                    "PreemptionRefused",
+                    f"would evict {victim.pod} on {preemption.node}, but the API server "
+                    f"refused ({err.status}: {err.message}); looking for other victims",
+                )
+                log.info("queue.preemption_refused", pod=preemption.pod.key, victim=victim.pod)
+                return False
+        for victim in preemption.victims:
+            try:
+                evict(self._api, victim.pod, victim.pod_uid)
+            except KubeError as err:  # gone meanwhile, or a budget changed: next round sees it
+                log.warning("queue.eviction_failed", victim=victim.pod, status=err.status)
+                continue
+            self.victims.inc()
+            if victim.pod_uid in pods:
+                self._events.warn(
+                    pods[victim.pod_uid],
+                    "Preempted",
+                    f"evicted to make room for latency pod {preemption.pod.key} on "
+                    f"{preemption.node}",
+                )
+        self.preemptions.labels("evicted").inc()
+        self._events.normal(preemptor, "Preempting", preemption.description)
+        log.info("queue.preempting", pod=preemption.pod.key, detail=preemption.description)
+        return True
