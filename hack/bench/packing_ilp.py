@@ -1,0 +1,173 @@
+"""The exact optimum of the packing benchmark: an integer program solved by HiGHS.
+
+Choose a compute mode for every GPU and which replicas go on which partitions, to maximise the
+memory placed (Σ limit x partitions over placed replicas), under the placement engine's rules:
+an exclusive replica of ``tp`` partitions needs ``tp`` idle partitions of one compute mode on
+one node, each at least its limit (docs/placement.md); a GPU has one compute mode.
+
+For modes m (``p_m`` partitions per GPU) and classes c of identical replicas (limit ``l_c``,
+``tp_c`` partitions, ``d_c`` waiting):
+
+    G[m]   in Z+   GPUs in mode m, cluster-wide          Σ_m G[m] <= nodes x GPUs per node
+    x[c,m] in Z+   replicas of c on mode-m partitions   Σ_c tp_c x[c,m] <= p_m G[m]
+                   (only where the engine says c fits a mode-m partition)
+                                                        Σ_m x[c,m] <= d_c
+    maximise Σ l_c tp_c x[c,m]
+
+Counting cluster-wide loses nothing, because every size involved is a power of two: in a mode,
+replicas smaller than a GPU fill GPUs exactly (each tp divides p_m), larger ones take tp/p_m
+whole GPUs, and groups of 1, 2, 4 or 8 GPUs fill nodes of 8 exactly, largest first. So any
+feasible count has a concrete assignment; ``solve`` builds it that way, and ``check`` has the
+engine's ClusterView.reserve() accept every allocation. Memory modes are left out without
+loss: every compute mode runs under NPS1 and partition sizes do not depend on the memory mode
+(mipart.domain.partitions), so NPS2 or NPS4 can never place more.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+import highspy
+
+from mipart.domain.layout import NodeLayout
+from mipart.domain.partitions import ComputeMode, MemoryMode, partition_id
+from mipart.domain.placement import (
+    Allocation,
+    ClusterView,
+    NodeCapacity,
+    PartitionRequest,
+    Sharing,
+    evaluate,
+)
+
+GIB = 2**30
+# A GPU's replicas: (trace position, request, partition indices on the GPU).
+Tenants = list[tuple[int, PartitionRequest, list[int]]]
+
+
+@dataclass(frozen=True, slots=True)
+class Optimum:
+    layouts: dict[str, NodeLayout]
+    allocations: tuple[Allocation, ...]  # pod = the replica's position in the trace
+    status: str
+    objective_bytes: float
+    bound_bytes: float
+    gap: float
+    seconds: float
+
+
+def solve(
+    replicas: Sequence[PartitionRequest], nodes: Sequence[str], gpus: int, *, time_limit: float
+) -> Optimum:
+    if any(r.sharing is not Sharing.EXCLUSIVE for r in replicas):
+        raise ValueError("the model covers exclusive replicas only (see the module docstring)")
+    classes: dict[PartitionRequest, list[int]] = defaultdict(list)
+    for position, request in enumerate(replicas):
+        classes[request].append(position)
+    fits = sorted(((c, m) for c in classes for m in ComputeMode if _fits(c, m, gpus)), key=_order)
+
+    h = highspy.Highs()  # type: ignore[no-untyped-call]  # its __init__ lacks "-> None"
+    h.setOptionValue("output_flag", False)
+    h.setOptionValue("time_limit", time_limit)
+    h.setOptionValue("mip_rel_gap", 0.0)
+    integer = highspy.HighsVarType.kInteger
+    g = {m: h.addVariable(0, len(nodes) * gpus, type=integer) for m in ComputeMode}
+    x = {(c, m): h.addVariable(0, len(classes[c]), type=integer) for c, m in fits}
+    h.addConstr(sum(g.values()) <= len(nodes) * gpus)
+    for m in ComputeMode:
+        used = [c.partitions * x[c, mode] for c, mode in fits if mode is m]
+        if used:
+            h.addConstr(sum(used) <= m.partition_count * g[m])
+    for c, positions in classes.items():
+        placed = [x[c, m] for m in ComputeMode if (c, m) in x]
+        if placed:
+            h.addConstr(sum(placed) <= len(positions))
+    started = time.perf_counter()
+    h.maximize(sum(c.memory_bytes * c.partitions / GIB * v for (c, _), v in x.items()))
+    seconds = time.perf_counter() - started
+
+    info = h.getInfo()
+    chosen: dict[ComputeMode, list[tuple[int, PartitionRequest]]] = defaultdict(list)
+    for (c, m), v in x.items():
+        chosen[m].extend((classes[c].pop(0), c) for _ in range(round(h.val(v))))
+    layouts, allocations = _assign(nodes, gpus, chosen)
+    return Optimum(
+        layouts=layouts,
+        allocations=allocations,
+        status=h.modelStatusToString(h.getModelStatus()),
+        objective_bytes=info.objective_function_value * GIB,
+        bound_bytes=info.mip_dual_bound * GIB,
+        gap=info.mip_gap,
+        seconds=seconds,
+    )
+
+
+def check(optimum: Optimum) -> ClusterView:
+    """The optimum's allocations reserved one by one through the placement engine, which
+    refuses any that breaks its rules: the solution is one the extender could have made."""
+    view = ClusterView(NodeCapacity.from_layout(n, lay) for n, lay in optimum.layouts.items())
+    for allocation in optimum.allocations:
+        view.reserve(allocation)
+    return view
+
+
+def _fits(request: PartitionRequest, mode: ComputeMode, gpus: int) -> bool:
+    """Whether the engine would put ``request`` on mode-``mode`` partitions of an empty node."""
+    if request.compute_mode not in (None, mode):
+        return False
+    empty = NodeLayout(MemoryMode.NPS1, dict.fromkeys(range(gpus), mode))
+    pinned = replace(request, compute_mode=mode)
+    return bool(evaluate(pinned, (NodeCapacity.from_layout("empty", empty),), ()).feasible)
+
+
+def _order(key: tuple[PartitionRequest, ComputeMode]) -> tuple[int, int, str]:
+    request, mode = key
+    return (request.memory_bytes, request.partitions, mode.value)
+
+
+def _assign(
+    nodes: Sequence[str], gpus: int, chosen: dict[ComputeMode, list[tuple[int, PartitionRequest]]]
+) -> tuple[dict[str, NodeLayout], tuple[Allocation, ...]]:
+    """Concrete GPUs and partitions for the chosen replicas, largest pieces first (exact for
+    power-of-two sizes, see the module docstring)."""
+    groups: list[tuple[ComputeMode, list[Tenants]]] = []  # GPUs that must share a node
+    for mode, placed in chosen.items():
+        per_gpu = mode.partition_count
+        open_gpu: Tenants = []
+        free = 0
+        for position, request in sorted(placed, key=lambda p: -p[1].partitions):
+            if request.partitions >= per_gpu:
+                # Its first GPU names it; the others of the group are all its own.
+                rest: list[Tenants] = [[] for _ in range(request.partitions // per_gpu - 1)]
+                groups.append((mode, [[(position, request, list(range(per_gpu)))], *rest]))
+                continue
+            if free < request.partitions:
+                open_gpu, free = [], per_gpu
+                groups.append((mode, [open_gpu]))
+            start = per_gpu - free
+            open_gpu.append((position, request, list(range(start, start + request.partitions))))
+            free -= request.partitions
+    layouts = {n: NodeLayout(MemoryMode.NPS1, {}) for n in nodes}
+    allocations: list[Allocation] = []
+    slots = dict.fromkeys(nodes, 0)
+    for mode, members in sorted(groups, key=lambda group: -len(group[1])):
+        node = next(n for n in nodes if slots[n] + len(members) <= gpus)
+        first = slots[node]
+        slots[node] += len(members)
+        for offset, tenants in enumerate(members):
+            layouts[node] = layouts[node].with_compute(first + offset, mode)
+            for position, request, indices in tenants:
+                # A replica spanning GPUs is recorded on the first GPU of its group.
+                on = range(first, first + max(1, request.partitions // mode.partition_count))
+                ids = tuple(partition_id(gpu, mode, i) for gpu in on for i in indices)
+                pod = str(position)
+                allocations.append(
+                    Allocation(pod, pod, node, ids, request.memory_bytes, Sharing.EXCLUSIVE)
+                )
+    for node in nodes:  # GPUs left over: any mode would do
+        for gpu in range(slots[node], gpus):
+            layouts[node] = layouts[node].with_compute(gpu, ComputeMode.SPX)
+    return layouts, tuple(allocations)
