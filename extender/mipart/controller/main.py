@@ -1,6 +1,8 @@
 """``mipart-controller``: releases pods held by the ``mipart.io/queue`` scheduling gate in QoS
 order (latency, standard, batch; FIFO with aging inside a class), only when the placement
-engine finds room for them, at a bounded rate. One replica: its state is the pods' gates."""
+engine finds room for them, at a bounded rate; preempts lower classes for latency pods; and
+re-partitions idle GPUs (GPUNode.spec) for what waits. One replica: its state is in the API
+(the pods' gates, the GPUNodes' spec and change times)."""
 
 from __future__ import annotations
 
@@ -14,6 +16,8 @@ import structlog
 from prometheus_client import CollectorRegistry, start_http_server
 
 from mipart.controller.releaser import Releaser, ReleaseRate
+from mipart.controller.repartition import Repartitioner
+from mipart.domain.planner import PlannerPolicy
 from mipart.domain.queue import QueuePolicy
 from mipart.extender.cluster import ClusterState
 from mipart.extender.events import EventReporter
@@ -56,6 +60,32 @@ def build_parser() -> argparse.ArgumentParser:
         help="a pod whose eviction a PodDisruptionBudget refused is not chosen again for this long",
     )
     p.add_argument(
+        "--repartition",
+        choices=["on", "off"],
+        default="on",
+        help="let the planner change idle GPUs' modes (GPUNode.spec) for what waits",
+    )
+    p.add_argument(
+        "--plan-settle",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="demand younger than this causes no re-partition",
+    )
+    p.add_argument(
+        "--plan-cooldown",
+        type=float,
+        default=600.0,
+        metavar="SECONDS",
+        help="a GPU that changed waits this long before it changes again",
+    )
+    p.add_argument(
+        "--plan-max-changing",
+        type=int,
+        default=8,
+        help="GPUs re-partitioned at once in the whole cluster, at most",
+    )
+    p.add_argument(
         "--metrics-address",
         default="127.0.0.1:9402",
         help="host:port for Prometheus metrics, or 'off'",
@@ -75,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
             ("--release-burst", args.release_burst),
             ("--bypass-after", args.bypass_after),
             ("--retry-refused-after", args.retry_refused_after),
+            ("--plan-max-changing", args.plan_max_changing),
         )
         if value <= 0
     ]
@@ -95,6 +126,20 @@ def main(argv: list[str] | None = None) -> int:
         policy=QueuePolicy(bypass_after_s=args.bypass_after),
         retry_refused_s=args.retry_refused_after,
     )
+    repartitioner = None
+    if args.repartition == "on":
+        repartitioner = Repartitioner(
+            api,
+            state,
+            registry,
+            policy=PlannerPolicy(
+                settle_s=args.plan_settle,
+                cooldown_s=args.plan_cooldown,
+                max_changing=args.plan_max_changing,
+            ),
+            stale_after_s=args.stale_after,
+            identity=identity,
+        )
     if args.metrics_address != "off":
         host, _, port = args.metrics_address.rpartition(":")
         start_http_server(int(port), addr=host or "127.0.0.1", registry=registry)
@@ -102,9 +147,13 @@ def main(argv: list[str] | None = None) -> int:
     if not state.wait_synced(60):
         log.warning("controller.not_synced", waited_s=60)
     releaser.start()
+    if repartitioner is not None:
+        repartitioner.start()
     log.info("controller.serving", rate=args.release_rate, burst=args.release_burst)
     wait_for_stop()
     releaser.stop()
+    if repartitioner is not None:
+        repartitioner.stop()
     state.stop()
     return 0
 

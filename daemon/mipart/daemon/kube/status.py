@@ -39,6 +39,8 @@ def gpunode_status(
     total = sum(p.geometry.memory_bytes for g in inventory.gpus for p in g.partitions)
     body.update(
         memoryPartition=inventory.memory_mode.value,
+        # What the node could switch to: the re-partition planner must not ask for more.
+        memoryPartitionCaps=sorted(m.value for m in inventory.memory_caps),
         gpuCount=len(inventory.gpus),
         partitionCount=sum(len(g.partitions) for g in inventory.gpus),
         freeMemory=_free_quantity(max(total - allocated_bytes, 0)),

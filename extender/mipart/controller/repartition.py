@@ -1,0 +1,152 @@
+"""The re-partition loop: every few seconds, ask the planner (mipart.domain.planner) what idle
+GPUs should become for the pods that wait, and write its decisions into GPUNode.spec, which
+the daemons reconcile. Every decision and every held-back change is an Event on the GPUNode
+and a metric.
+
+What waits: pods behind the queue gate, and released pods the scheduler found no room for
+(PodScheduled=False, Unschedulable), in queue order.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import defaultdict
+from typing import Any
+
+import structlog
+from prometheus_client import CollectorRegistry, Counter
+
+from mipart.controller import gpunodes
+from mipart.controller.pods import is_gated, is_in_flight, queued_pod
+from mipart.domain.planner import Decision, Plan, PlannerPolicy, Waiting, plan
+from mipart.domain.queue import order
+from mipart.extender.cluster import ClusterState
+from mipart.kube.api import KubeApi, KubeError
+from mipart.kube.events import event_body, events_path
+
+log = structlog.get_logger(__name__)
+
+# Events about cluster-scoped GPUNodes go to this namespace, as the node controller's do.
+_EVENT_NAMESPACE = "default"
+
+
+class Repartitioner:
+    def __init__(
+        self,
+        api: KubeApi,
+        state: ClusterState,
+        registry: CollectorRegistry,
+        *,
+        policy: PlannerPolicy,
+        stale_after_s: float,
+        identity: str,
+        interval_s: float = 5.0,
+    ) -> None:
+        self._api = api
+        self._state = state
+        self._policy = policy
+        self._stale_after_s = stale_after_s
+        self._identity = identity
+        self._interval_s = interval_s
+        self._deferred: dict[tuple[str, tuple[int, ...]], str] = {}  # last Event per change
+        self.decisions = Counter(
+            "mipart_planner_decisions_total",
+            "Partition changes written to GPUNode.spec",
+            ["kind", "from", "to"],
+            registry=registry,
+        )
+        self.deferrals = Counter(
+            "mipart_planner_deferrals_total",
+            "Changes the planner wanted and held back, by why (settling, cooldown, bound)",
+            ["hold"],
+            registry=registry,
+        )
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="repartition", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval_s):
+            try:
+                self.round()
+            except Exception:  # one bad round must not stop the planner
+                log.exception("planner.round_failed")
+
+    def round(self) -> Plan:
+        objects = {g["metadata"]["name"]: g for g in self._state.gpunodes.items()}
+        now_utc = gpunodes.now_utc()
+        snapshots = [
+            gpunodes.snapshot(g, now=now_utc, stale_after_s=self._stale_after_s)
+            for g in objects.values()
+        ]
+        waiting = [
+            queued_pod(p)
+            for p in self._state.pods.items()
+            if is_gated(p) or (is_in_flight(p) and _unschedulable(p))
+        ]
+        demand = [
+            Waiting(q.request, since=q.created, name=q.key)
+            for q in order(q for q in waiting if q is not None)
+        ]
+        allocations = self._state.locked(lambda view: view.allocations())
+        now = time.time()
+        decided = plan(snapshots, allocations, demand, now=now, policy=self._policy)
+        by_node: dict[str, list[Decision]] = defaultdict(list)
+        for decision in decided.decisions:
+            by_node[decision.node].append(decision)
+        for node, decisions in by_node.items():
+            self._apply(objects[node], decisions, now)
+        for deferral in decided.deferrals:
+            self.deferrals.labels(deferral.hold.value).inc()
+            key = (deferral.node, deferral.gpus)
+            if self._deferred.get(key) != deferral.reason:
+                self._deferred[key] = deferral.reason
+                self._event(objects[deferral.node], "RepartitionHeld", deferral.reason)
+        return decided
+
+    def _apply(self, gpunode: dict[str, Any], decisions: list[Decision], now: float) -> None:
+        name = gpunode["metadata"]["name"]
+        try:
+            gpunodes.write(self._api, gpunode, decisions, now)
+        except KubeError as err:  # 409: it changed meanwhile; the next round sees it
+            log.info("planner.write_skipped", node=name, status=err.status, error=err.message)
+            return
+        for decision in decisions:
+            self.decisions.labels(**_labels(decision)).inc()
+            log.info("planner.decision", node=name, reason=decision.reason)
+            self._event(gpunode, "Repartition", decision.reason)
+
+    def _event(self, gpunode: dict[str, Any], reason: str, note: str) -> None:
+        body = event_body(
+            gpunodes.reference(gpunode),
+            namespace=_EVENT_NAMESPACE,
+            reason=reason,
+            note=note,
+            warning=False,
+            controller="mipart.io/controller",
+            instance=self._identity,
+            action="Repartition",
+        )
+        try:
+            self._api.post(events_path(_EVENT_NAMESPACE), body)
+        except (KubeError, OSError) as err:
+            log.warning("planner.event_failed", error=str(err))
+
+
+def _labels(decision: Decision) -> dict[str, str]:
+    labels = decision.labels
+    return {"kind": labels["kind"], "from": labels["from"], "to": labels["to"]}
+
+
+def _unschedulable(pod: dict[str, Any]) -> bool:
+    conditions = (pod.get("status") or {}).get("conditions") or []
+    return any(
+        c.get("type") == "PodScheduled" and c.get("reason") == "Unschedulable" for c in conditions
+    )

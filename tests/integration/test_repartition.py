@@ -1,0 +1,89 @@
+"""The re-partition planner on the real control plane: a node whose GPUs are all CPX, seven
+of them holding an allocation and one idle, and a queued 70B bf16 pod that only an SPX GPU
+can hold. The controller (its own service account) writes GPUNode.spec for the idle GPU, the
+daemon switches it, and the pod is bound there; no GPU with an allocation changes."""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support import kube, queue_scenario
+from tests.support.controlplane import ControlPlane
+from tests.support.procs import wait_until
+from tests.support.stack import Stack
+
+pytestmark = pytest.mark.integration
+GIB = 2**30
+
+
+@pytest.fixture
+def stack(
+    control_plane: ControlPlane, api: Any, emulator_build: Path, tmp_path: Path
+) -> Iterator[Stack]:
+    s = Stack(control_plane, emulator_build, tmp_path)
+    try:
+        yield s
+    finally:
+        s.stop(api)
+
+
+def held_pod(name: str, node: str, partition: str) -> dict[str, Any]:
+    """A pod already bound with an allocation, as the extender leaves one."""
+    allocation = {"v": 1, "node": node, "partitions": [partition], "memoryBytes": 10 * GIB,
+                  "sharing": "shared"}  # fmt: skip
+    return {
+        "metadata": {"name": name, "annotations": {"mipart.io/allocation": json.dumps(allocation)}},
+        "spec": {
+            "nodeName": node,
+            "schedulerName": "mipart-scheduler",
+            "containers": [{"name": "vllm", "image": "vllm/vllm-openai"}],
+        },
+    }
+
+
+def test_an_idle_cpx_gpu_becomes_spx_for_a_waiting_70b_pod(
+    stack: Stack, api: Any, namespace: str, control_plane: ControlPlane
+) -> None:
+    node = control_plane.node_names[0]
+    daemon = stack.start_daemon(node, dict.fromkeys(range(8), "CPX"))
+    core = kube.core(api)
+    for gpu in range(7):
+        core.create_namespaced_pod(namespace, held_pod(f"held-{gpu}", node, f"gpu{gpu}-cpx-0"))
+    stack.wait_published(api)
+    stack.start_webhook(api)
+    stack.start_extender()
+    stack.start_controller("--plan-settle", "1", "--plan-cooldown", "5")
+
+    big = queue_scenario.queued_pod("llama-70b", "standard", "unused")
+    annotations = big["metadata"]["annotations"]
+    del annotations["mipart.io/memory"]
+    annotations["mipart.io/model"] = "meta-llama/Llama-3.1-70B-Instruct"
+    big["spec"]["nodeSelector"] = {"kubernetes.io/hostname": node}
+    core.create_namespaced_pod(namespace, big)
+
+    def allocation() -> dict[str, Any] | None:
+        pod = core.read_namespaced_pod("llama-70b", namespace)
+        text = (pod.metadata.annotations or {}).get("mipart.io/allocation")
+        return json.loads(text) if text and pod.spec.node_name else None
+
+    wait_until("the 70B pod bound", lambda: allocation() is not None, timeout=120)
+    assert allocation()["partitions"] == ["gpu7-spx-0"]  # type: ignore[index]
+    modes = {g["index"]: g["compute_partition"] for g in daemon.show()["gpus"]}
+    assert modes == {**dict.fromkeys(range(7), "CPX"), 7: "SPX"}
+    gpunode = kube.gpunode(api, node)
+    assert gpunode["spec"]["gpus"] == [{"index": 7, "computePartition": "SPX"}]
+    assert "7" in json.loads(gpunode["metadata"]["annotations"]["mipart.io/changed-at"])
+    events = kube.events(api).list_namespaced_event(
+        "default", field_selector=f"regarding.name={node},reason=Repartition"
+    )
+    assert events.items, "no Repartition Event on the GPUNode"
+    assert "SPX" in events.items[0].note
+    with urllib.request.urlopen(stack.controller_metrics) as response:
+        metrics = response.read().decode()
+    assert 'mipart_planner_decisions_total{from="CPX",kind="compute",to="SPX"} 1.0' in metrics
