@@ -128,11 +128,10 @@ class Cluster:
                 request = replace(request, compute_mode=mode)
             if request in failed:
                 continue
-            feasible = self.view.evaluate(request).feasible
-            if not feasible:
+            best = self.view.evaluate(request).best()
+            if best is None:
                 failed.add(request)
                 continue
-            best = min(feasible.values(), key=lambda p: (-p.score, p.node))
             allocation = allocation_for(best, request, pod=name, pod_uid=name)
             self.view.reserve(allocation)
             self.bound[name] = allocation

@@ -22,6 +22,7 @@ from tests.support.binaries import REPO_ROOT, ensure_built, is_built
 from tests.support.controlplane import ControlPlane
 from tests.support.kubelet_peer import KubeletPeer
 from tests.support.procs import wait_until
+from tests.support.stack import Stack
 
 _PLANE = pytest.StashKey[ControlPlane]()
 
@@ -89,6 +90,19 @@ def plugged(
     node.stop()
     peer.stop()
     shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def stack(
+    control_plane: ControlPlane, api: Any, emulator_build: Path, tmp_path: Path
+) -> Iterator[Stack]:
+    """mipart's components on the control plane, each as its own service account; stopped
+    (and their GPUNodes and webhook configurations removed) after the test."""
+    s = Stack(control_plane, emulator_build, tmp_path)
+    try:
+        yield s
+    finally:
+        s.stop(api)
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:

@@ -10,8 +10,6 @@ import signal
 import time
 import urllib.request
 from collections import defaultdict
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -31,17 +29,6 @@ LAYOUTS: list[dict[int, str]] = [
     {**dict.fromkeys(range(4), "CPX")},  # 4 x CPX, 4 x SPX
     {**dict.fromkeys(range(4), "QPX"), **dict.fromkeys(range(4, 8), "DPX")},
 ]
-
-
-@pytest.fixture
-def stack(
-    control_plane: ControlPlane, api: Any, emulator_build: Path, tmp_path: Path
-) -> Iterator[Stack]:
-    s = Stack(control_plane, emulator_build, tmp_path)
-    try:
-        yield s
-    finally:
-        s.stop(api)
 
 
 def make_pod(name: str, annotations: dict[str, str]) -> dict[str, Any]:

@@ -13,8 +13,6 @@ import statistics
 import subprocess
 import sys
 import urllib.request
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -26,17 +24,6 @@ from tests.support.procs import wait_until
 from tests.support.stack import Stack
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def stack(
-    control_plane: ControlPlane, api: Any, emulator_build: Path, tmp_path: Path
-) -> Iterator[Stack]:
-    s = Stack(control_plane, emulator_build, tmp_path)
-    try:
-        yield s
-    finally:
-        s.stop(api)
 
 
 def test_webhook_gates_only_opted_in_pods_with_their_class_priority(

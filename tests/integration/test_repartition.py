@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import json
 import urllib.request
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,17 +18,6 @@ from tests.support.stack import Stack
 
 pytestmark = pytest.mark.integration
 GIB = 2**30
-
-
-@pytest.fixture
-def stack(
-    control_plane: ControlPlane, api: Any, emulator_build: Path, tmp_path: Path
-) -> Iterator[Stack]:
-    s = Stack(control_plane, emulator_build, tmp_path)
-    try:
-        yield s
-    finally:
-        s.stop(api)
 
 
 def held_pod(name: str, node: str, partition: str) -> dict[str, Any]:

@@ -181,6 +181,13 @@ class Evaluation:
     feasible: dict[str, Placement]
     rejected: dict[str, str]
 
+    def best(self) -> Placement | None:
+        """The highest score, ties to the first node by name: where a pod most likely goes
+        (kube-scheduler takes the extender's top-scored node)."""
+        if not self.feasible:
+            return None
+        return min(self.feasible.values(), key=lambda p: (-p.score, p.node))
+
 
 @dataclass(frozen=True, slots=True)
 class Feasibility:

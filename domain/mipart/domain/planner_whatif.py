@@ -74,11 +74,10 @@ class WhatIf:
             request = self.demand[pos].request
             if request in failed:
                 continue
-            feasible = self.view.evaluate(request).feasible
-            if not feasible:
+            best = self.view.evaluate(request).best()
+            if best is None:
                 failed.add(request)
                 continue
-            best = min(feasible.values(), key=lambda p: (-p.score, p.node))
             self.view.reserve(allocation_for(best, request, pod=_pod(pos), pod_uid=_pod(pos)))
             placed.append(pos)
             # A pod counted on a GPU that is still switching waits for it to land.

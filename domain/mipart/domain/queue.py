@@ -112,10 +112,9 @@ def plan_round(
 
 def _set_aside(view: ClusterView, pod: QueuedPod, reserved: list[str]) -> Placement | None:
     """Reserve room for ``pod`` where the scheduler would most likely put it (best score)."""
-    evaluation = view.evaluate(pod.request)
-    if not evaluation.feasible:
+    best = view.evaluate(pod.request).best()
+    if best is None:
         return None
-    best = max(evaluation.feasible.values(), key=lambda p: (p.score, p.node))
     uid = _HYPOTHETICAL + pod.uid
     try:
         view.reserve(allocation_for(best, pod.request, pod=pod.key, pod_uid=uid))

@@ -9,7 +9,6 @@ and allocations, watched), which it owns a copy of.
 
 from __future__ import annotations
 
-import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -40,6 +39,7 @@ from mipart.extender.cluster import ClusterState
 from mipart.extender.events import EventReporter
 from mipart.kube.api import KubeApi, KubeError
 from mipart.kube.objects import allocation_of
+from mipart.runtime.periodic import Periodic
 
 log = structlog.get_logger(__name__)
 
@@ -87,26 +87,16 @@ class Releaser:
         self._preemptor = Preemptor(api, events, registry, protect_s=retry_refused_s)
         self._rate = rate
         self._policy = policy
-        self._interval_s = interval_s
         self._tokens = float(rate.burst)
         self._last_refill = time.monotonic()
         self._announced: set[str] = set()  # pod UIDs told they are queued
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="queue", daemon=True)
+        self._loop = Periodic("queue", interval_s, self.round)
 
     def start(self) -> None:
-        self._thread.start()
+        self._loop.start()
 
     def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=10)
-
-    def _run(self) -> None:
-        while not self._stop.wait(self._interval_s):
-            try:
-                self.round()
-            except Exception:  # one bad round must not stop the queue
-                log.exception("queue.round_failed")
+        self._loop.stop()
 
     def round(self) -> Round:
         pods = self._state.pods.items()

@@ -9,7 +9,6 @@ What waits: pods behind the queue gate, and released pods the scheduler found no
 
 from __future__ import annotations
 
-import threading
 import time
 from collections import defaultdict
 from typing import Any
@@ -24,6 +23,7 @@ from mipart.domain.queue import order
 from mipart.extender.cluster import ClusterState
 from mipart.kube.api import KubeApi, KubeError
 from mipart.kube.events import event_body, events_path
+from mipart.runtime.periodic import Periodic
 
 log = structlog.get_logger(__name__)
 
@@ -48,7 +48,6 @@ class Repartitioner:
         self._policy = policy
         self._stale_after_s = stale_after_s
         self._identity = identity
-        self._interval_s = interval_s
         self._deferred: dict[tuple[str, tuple[int, ...]], str] = {}  # last Event per change
         self.decisions = Counter(
             "mipart_planner_decisions_total",
@@ -62,22 +61,13 @@ class Repartitioner:
             ["hold"],
             registry=registry,
         )
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="repartition", daemon=True)
+        self._loop = Periodic("repartition", interval_s, self.round)
 
     def start(self) -> None:
-        self._thread.start()
+        self._loop.start()
 
     def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=10)
-
-    def _run(self) -> None:
-        while not self._stop.wait(self._interval_s):
-            try:
-                self.round()
-            except Exception:  # one bad round must not stop the planner
-                log.exception("planner.round_failed")
+        self._loop.stop()
 
     def round(self) -> Plan:
         objects = {g["metadata"]["name"]: g for g in self._state.gpunodes.items()}
