@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mipart.domain.memory import DType, lookup
+from mipart.domain.memory import DType, ModelSpec, estimate, lookup, sampler_bytes
 from mipart.domain.placement_types import INSTANCE_OVERHEAD_BYTES
 from mipart.domain.serving import DoesNotFit, ServingLimits, plan, utilization
 
@@ -98,3 +98,29 @@ def test_fp8_weights_fit_where_bf16_do_not() -> None:
     got = plan(LLAMA_70B, limit_bytes=limit, partition_bytes=SPX, tensor_parallel=1,
                dtype=DType.FP8)  # fmt: skip
     assert got.needed_bytes <= got.budget_bytes
+
+
+@given(
+    st.sampled_from([LLAMA_8B, LLAMA_70B]),
+    st.integers(8, 190),
+    st.sampled_from([CPX, SPX // 4, SPX // 2, SPX]),
+    st.sampled_from([None, 2048, 8192, 32768]),
+)
+def test_a_plan_always_leaves_room_for_one_full_sequence(
+    spec: ModelSpec, limit_gib: int, partition: int, length: int | None
+) -> None:
+    """With every sequence's sampler row counted, one max_model_len sequence still fits the
+    KV cache: vLLM's own start-up condition. Refusals say a need above the budget."""
+    asked = ServingLimits(max_model_len=length)
+    try:
+        got = plan(spec, limit_bytes=limit_gib * GIB, partition_bytes=partition,
+                   tensor_parallel=1, dtype=DType.BF16, asked=asked)  # fmt: skip
+    except DoesNotFit as err:
+        refusal = err
+    else:
+        one = estimate(spec, max_model_len=got.max_model_len, tensor_parallel=1)
+        samplers = sampler_bytes(spec, got.max_num_seqs) - sampler_bytes(spec, 1)
+        assert one.per_partition_bytes + samplers <= got.budget_bytes
+        assert 1 <= got.max_num_seqs <= min(256, got.max_num_batched_tokens)
+        return
+    assert refusal.needed_bytes > refusal.budget_bytes

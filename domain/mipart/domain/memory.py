@@ -41,6 +41,7 @@ __all__ = [
     "count_parameters",
     "estimate",
     "lookup",
+    "sampler_bytes",
     "spec_from_config",
 ]
 
@@ -155,9 +156,15 @@ def _overhead(spec: ModelSpec, tp: int, batched_tokens: int, sampler_rows: int) 
     mlp_width = spec.intermediate_size * spec.experts_per_token // tp
     widths = _ACTIVATION_HIDDEN_WIDTHS * spec.hidden_size + _ACTIVATION_MLP_WIDTHS * mlp_width
     activations = batched_tokens * widths * _ACTIVATION_BYTES
-    sampler = sampler_rows * spec.vocab_size * _LOGIT_BYTES
+    sampler = sampler_bytes(spec, sampler_rows)
     communicators = COMMUNICATOR_BYTES if tp > 1 else 0
     return NON_TORCH_BYTES + GRAPH_BYTES + activations + sampler + communicators
+
+
+def sampler_bytes(spec: ModelSpec, rows: int) -> int:
+    """The sampler warm-up's fp32 logits for ``rows`` sequences (min(max_num_seqs, batched
+    tokens)): 0.5 MiB a row for a 128k vocabulary, so it matters at 256 sequences."""
+    return rows * spec.vocab_size * _LOGIT_BYTES
 
 
 def _check_tensor_parallel(spec: ModelSpec, tp: int) -> int:

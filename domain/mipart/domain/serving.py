@@ -25,6 +25,7 @@ from mipart.domain.memory import (
     MemoryEstimate,
     ModelSpec,
     estimate,
+    sampler_bytes,
 )
 from mipart.domain.placement_types import INSTANCE_OVERHEAD_BYTES
 from mipart.domain.quantity import Rounding, format_bytes
@@ -64,7 +65,7 @@ class ServingPlan:
     max_model_len: int
     max_num_seqs: int
     max_num_batched_tokens: int
-    needed_bytes: int  # weights + one max_model_len sequence + overhead, per partition
+    needed_bytes: int  # weights + one max_model_len sequence + overhead (all sequences' sampler)
     kv_cache_tokens: int  # tokens of KV cache the rest of the budget holds, per partition
     estimate: MemoryEstimate
 
@@ -109,31 +110,39 @@ def plan(
             tensor_parallel=tensor_parallel,
         )
 
-    length = asked.max_model_len or spec.max_context
-    one = sized(length)
-    if one.per_partition_bytes > budget and asked.max_model_len is None:
-        length = _longest_that_fits(one, budget)
-        one = sized(max(length, KV_BLOCK_TOKENS))
-    if length < KV_BLOCK_TOKENS or one.per_partition_bytes > budget:
+    # Weights, overhead (with one sampler row) and the KV bytes per token do not depend on
+    # the length: size for the longest length asked, then see what is left.
+    probe = sized(asked.max_model_len or spec.max_context)
+    fixed = _fixed_bytes(probe)
+    batched = asked.max_num_batched_tokens or DEFAULT_BATCHED_TOKENS
+    room = max(0, (budget - fixed) // probe.kv_bytes_per_token)
+    # Each running sequence adds a sampler row (fp32 logits), which the KV cache pays for.
+    seqs = asked.max_num_seqs or max(
+        1, min(DEFAULT_MAX_NUM_SEQS, batched, room // KV_TOKENS_PER_SEQUENCE)
+    )
+    extra = sampler_bytes(spec, min(seqs, batched)) - sampler_bytes(spec, 1)
+    tokens = max(0, (budget - fixed - extra) // probe.kv_bytes_per_token)
+    length = asked.max_model_len or min(
+        spec.max_context, tokens // KV_BLOCK_TOKENS * KV_BLOCK_TOKENS
+    )
+    one = sized(max(length, KV_BLOCK_TOKENS))
+    needed = one.per_partition_bytes + extra
+    if length < KV_BLOCK_TOKENS or needed > budget:
         raise DoesNotFit(
-            f"{spec.name} needs {format_bytes(one.per_partition_bytes, Rounding.UP)} per "
-            f"partition (weights, KV cache for one {one.max_model_len}-token sequence, "
-            f"overhead) but its memory limit gives vLLM {format_bytes(budget, Rounding.DOWN)} "
+            f"{spec.name} needs {format_bytes(needed, Rounding.UP)} per partition (weights, "
+            f"KV cache for one {one.max_model_len}-token sequence, overhead for {seqs} "
+            f"sequence(s)) but its memory limit gives vLLM {format_bytes(budget, Rounding.DOWN)} "
             f"(--gpu-memory-utilization {util} of {format_bytes(partition_bytes)})",
-            one.per_partition_bytes,
+            needed,
             budget,
         )
-    tokens = (budget - _fixed_bytes(one)) // one.kv_bytes_per_token
-    seqs = asked.max_num_seqs or max(1, min(DEFAULT_MAX_NUM_SEQS, tokens // KV_TOKENS_PER_SEQUENCE))
-    # The overhead was estimated with this many batched tokens (vLLM's small-device tier).
-    batched = asked.max_num_batched_tokens or DEFAULT_BATCHED_TOKENS
     return ServingPlan(
         gpu_memory_utilization=util,
         budget_bytes=budget,
         max_model_len=length,
         max_num_seqs=seqs,
         max_num_batched_tokens=batched,
-        needed_bytes=one.per_partition_bytes,
+        needed_bytes=needed,
         kv_cache_tokens=tokens,
         estimate=one,
     )
@@ -142,8 +151,3 @@ def plan(
 def _fixed_bytes(one: MemoryEstimate) -> int:
     """Weights and overhead of a partition: what does not grow with the KV cache."""
     return -(-one.weights_bytes // one.tensor_parallel) + one.overhead_bytes
-
-
-def _longest_that_fits(one: MemoryEstimate, budget: int) -> int:
-    tokens = (budget - _fixed_bytes(one)) // one.kv_bytes_per_token
-    return max(0, tokens // KV_BLOCK_TOKENS * KV_BLOCK_TOKENS)
