@@ -94,6 +94,11 @@ def test_a_model_too_big_is_refused_with_both_numbers(
         (["--dtype", "float32"], "--dtype float32"),
         (["--kv-cache-dtype", "int4"], "--kv-cache-dtype int4"),
         (["--max-num-seqs"], "--max-num-seqs: expects a value"),
+        (["--max_model_len", "4k", "--max-model-len", "8k"], "given twice"),
+        (["--tensor_parallel_size", "4"], "--tensor-parallel-size 4: the allocation holds 1"),
+        (["--max-model", "4096"], "--max-model: write the flag in full (--max-model-len)"),
+        (["--gpu-mem=0.5"], "write the flag in full (--gpu-memory-utilization)"),
+        (["--config", "serve.yaml"], "--config: give vLLM's arguments on the command line"),
     ],
 )
 def test_conflicting_or_unusable_arguments_are_errors(

@@ -71,7 +71,7 @@ def parse(argv: Sequence[str]) -> UserArgs:
     while i < len(args):
         arg = args[i]
         name, eq, inline = arg.partition("=")
-        flag = _CANONICAL.get(name) if arg.startswith("-") else None
+        flag = _flag(name) if arg.startswith("-") else None
         if flag is None:
             if not arg.startswith("-") and not positional and i == 0:
                 positional.append(arg)
@@ -94,6 +94,27 @@ def parse(argv: Sequence[str]) -> UserArgs:
     if positional and "--model" in values:
         raise ArgumentConflict(f"the model is given twice: {positional[0]!r} and --model")
     return UserArgs(model=model, values=values, passthrough=tuple(args[len(positional) :]))
+
+
+def _flag(name: str) -> str | None:
+    """The canonical flag ``name`` spells, as vLLM's parser reads it: ``_`` for ``-`` in long
+    names. An abbreviation of one of the flags read here is refused, not guessed (argparse
+    would take it, and the launcher's own flag added after it would silently win), and so is
+    ``--config``, whose file could set them out of the launcher's sight."""
+    if not name.startswith("--"):
+        return _CANONICAL.get(name)
+    spelled = "--" + name[2:].replace("_", "-")
+    if spelled in _CANONICAL:
+        return _CANONICAL[spelled]
+    if spelled == "--config":
+        raise ArgumentConflict(
+            "--config: give vLLM's arguments on the command line, where the launcher can check "
+            "them against the allocation"
+        )
+    abbreviated = [s for s in _CANONICAL if s.startswith("--") and s.startswith(spelled)]
+    if abbreviated and len(spelled) > 2:
+        raise ArgumentConflict(f"{name}: write the flag in full ({', '.join(abbreviated)})")
+    return None
 
 
 def human_int(flag: str, value: str) -> int:
