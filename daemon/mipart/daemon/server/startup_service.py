@@ -11,7 +11,7 @@ import structlog
 
 from mipart.api.v1 import node_pb2 as pb
 from mipart.api.v1 import node_pb2_grpc as pb_grpc
-from mipart.daemon.server.startup_lock import LockState, StartupLocks
+from mipart.daemon.server.startup_lock import LockState, StartupLocks, Ticket
 
 log = structlog.get_logger(__name__)
 
@@ -38,8 +38,23 @@ class StartupService(pb_grpc.StartupServiceServicer):
             released.set()
 
         # Fires when the call ends for any reason: the caller cancelled it, its process died
-        # (the connection closed) or this generator returned.
-        context.add_callback(release)
+        # (the connection closed) or this generator returned. False: it has ended already.
+        if not context.add_callback(release):
+            release()
+            return
+        try:
+            yield from self._hold(request, context, pools, ticket, released)
+        finally:
+            release()
+
+    def _hold(
+        self,
+        request: pb.HoldStartupLockRequest,
+        context: grpc.ServicerContext,
+        pools: frozenset[str],
+        ticket: Ticket,
+        released: threading.Event,
+    ) -> Iterator[pb.StartupLockEvent]:
         log.info("startup_lock.queued", holder=request.holder, pools=sorted(pools))
         state: LockState | None = None
         while not released.is_set():
