@@ -89,6 +89,18 @@ def test_allocation_cannot_be_edited_by_an_update() -> None:
     assert same["allowed"] is True
 
 
+def test_the_class_and_size_cannot_be_edited_by_an_update() -> None:
+    old = pod({"mipart.io/memory": "8Gi", "mipart.io/qos": "batch", "mipart.io/queue": "true"})
+    for key, value in (("mipart.io/qos", "latency"), ("mipart.io/memory", "4Gi")):
+        new = pod({**old["metadata"]["annotations"], key: value})
+        answer = hook.validate(review(new, "UPDATE", old))["response"]
+        assert answer["allowed"] is False
+        assert f"{key}: cannot change after the pod is created" in answer["status"]["message"]
+    labelled = pod(dict(old["metadata"]["annotations"]))
+    labelled["metadata"]["labels"] = {"team": "a"}
+    assert hook.validate(review(labelled, "UPDATE", old))["response"]["allowed"] is True
+
+
 def test_pods_without_our_annotations_pass_untouched() -> None:
     answer = hook.mutate(review(pod({"team": "a"})))["response"]
     assert answer == {"uid": "u-1", "allowed": True}

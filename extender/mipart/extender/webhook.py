@@ -19,6 +19,7 @@ from mipart.domain.placement import QosClass
 from mipart.extender.annotations import (
     QOS,
     QUEUE,
+    USER_ANNOTATIONS,
     AnnotationError,
     is_managed,
     is_queued,
@@ -64,6 +65,16 @@ class Webhook:
                     request,
                     allowed=False,
                     message=f"{ALLOCATION}: set only by the mipart extender when it binds the pod",
+                )
+            changed = [k for k in USER_ANNOTATIONS if annotations.get(k) != old.get(k)]
+            if changed:
+                # They decided the pod's queue, priority and partition: a later edit would let
+                # a batch pod jump the queue or make itself unevictable.
+                return _review(
+                    request,
+                    allowed=False,
+                    message=f"{', '.join(changed)}: cannot change after the pod is created; "
+                    "create a new pod instead",
                 )
             return _review(request, allowed=True)
         if request.get("operation") != "CREATE" or not (
