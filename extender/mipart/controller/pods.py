@@ -27,11 +27,22 @@ def is_in_flight(pod: dict[str, Any]) -> bool:
     is about to place it, so room must be set aside for it."""
     spec, meta = pod.get("spec") or {}, pod.get("metadata") or {}
     return (
-        not is_gated(pod)
+        # Another gate (a Kueue's): the scheduler will not place it yet either.
+        not spec.get("schedulingGates")
         and not spec.get("nodeName")
+        # Found no room (or another plugin refused it): the scheduler's retries are its own,
+        # and setting room aside for it every round would starve the queue.
+        and not is_unschedulable(pod)
         and not meta.get("deletionTimestamp")
         and (pod.get("status") or {}).get("phase") not in FINISHED
         and allocation_of(pod) is None
+    )
+
+
+def is_unschedulable(pod: dict[str, Any]) -> bool:
+    conditions = (pod.get("status") or {}).get("conditions") or []
+    return any(
+        c.get("type") == "PodScheduled" and c.get("reason") == "Unschedulable" for c in conditions
     )
 
 

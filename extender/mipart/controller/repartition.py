@@ -17,7 +17,7 @@ import structlog
 from prometheus_client import CollectorRegistry, Counter
 
 from mipart.controller import gpunodes
-from mipart.controller.pods import is_gated, is_in_flight, queued_pod
+from mipart.controller.pods import is_gated, is_unschedulable, queued_pod
 from mipart.domain.planner import Decision, Plan, PlannerPolicy, Waiting, plan
 from mipart.domain.queue import order
 from mipart.extender.cluster import ClusterState
@@ -79,7 +79,7 @@ class Repartitioner:
         waiting = [
             queued_pod(p)
             for p in self._state.pods.items()
-            if is_gated(p) or (is_in_flight(p) and _unschedulable(p))
+            if is_gated(p) or (is_unschedulable(p) and not (p.get("spec") or {}).get("nodeName"))
         ]
         demand = [
             Waiting(q.request, since=q.created, name=q.key)
@@ -133,10 +133,3 @@ class Repartitioner:
 def _labels(decision: Decision) -> dict[str, str]:
     labels = decision.labels
     return {"kind": labels["kind"], "from": labels["from"], "to": labels["to"]}
-
-
-def _unschedulable(pod: dict[str, Any]) -> bool:
-    conditions = (pod.get("status") or {}).get("conditions") or []
-    return any(
-        c.get("type") == "PodScheduled" and c.get("reason") == "Unschedulable" for c in conditions
-    )
