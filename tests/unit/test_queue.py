@@ -15,7 +15,7 @@ from mipart.domain.placement import (
     QosClass,
 )
 from mipart.domain.queue import QueuedPod, QueuePolicy, order, plan_round
-from mipart.domain.queue_preemption import Preemption, next_preemption, plan_preemption
+from mipart.domain.queue_preemption import Awaiting, Preemption, plan_preemption
 
 GI = 2**30
 SPX = ComputeMode.SPX
@@ -135,21 +135,35 @@ def test_protected_and_leaving_pods_are_not_chosen_again() -> None:
     assert isinstance(got, Preemption)
     assert [v.pod for v in got.victims] != ["ns/d"]
     # Once d is leaving, its room is on its way: wait rather than evict more.
-    assert plan_preemption(view, chat, class_of=classes, leaving={"uid-d"}) == (
-        "waiting for 1 pod(s) to leave"
-    )
+    assert plan_preemption(view, chat, class_of=classes, leaving={"uid-d"}) == Awaiting(1)
     everything = {p.pod_uid for p in pods}
     assert "no set" in str(plan_preemption(view, chat, class_of=classes, leaving=(),
                                            protected=everything))  # fmt: skip
 
 
-def test_one_preemption_per_round_for_the_first_latency_pod() -> None:
-    pods = [held("a", 0, 120), held("b", 1, 120)]
+def test_preemption_is_planned_with_the_room_already_set_aside() -> None:
+    """The round asks about the first latency pod that fits nowhere, with the pods it
+    releases before it still holding their room; and releases nothing behind it."""
+    # Alone, evicting a (30Gi) would free GPU 0; but the 95Gi pod in flight is set aside on
+    # GPU 0 (the only one with room), so only evicting b frees a whole GPU.
+    pods = [held("a", 0, 30), held("b", 1, 100)]
     view = two_gpu_view(*pods)
     classes = {p.pod_uid: QosClass.BATCH for p in pods}
-    waiting = [pod("batchy", 150, QosClass.BATCH), pod("l1", 150, QosClass.LATENCY, 1),
-               pod("l2", 150, QosClass.LATENCY, 2)]  # fmt: skip
-    chosen, _ = next_preemption(view, waiting, class_of=classes, leaving=())
-    assert chosen is not None
-    assert chosen.pod.key == "ns/l1"
-    assert len(chosen.victims) == 1
+    asked: list[tuple[str, int]] = []
+
+    def preempt(v: ClusterView, p: QueuedPod) -> tuple[object | None, str, bool]:
+        asked.append((p.key, len(v.allocations())))
+        outcome = plan_preemption(v, p, class_of=classes, leaving=())
+        assert isinstance(outcome, Preemption)
+        return outcome, outcome.description, True
+
+    in_flight = [pod("flying", 95)]
+    queued = [pod("l1", 150, QosClass.LATENCY, 1), pod("l2", 150, QosClass.LATENCY, 2),
+              pod("small", 10, QosClass.BATCH, 3)]  # fmt: skip
+    got = plan_round(view, queued, in_flight, now=10, budget=10, preempt=preempt)
+    assert asked == [("ns/l1", 3)]  # asked once, with the in-flight pod's room reserved
+    assert isinstance(got.preemption, Preemption)
+    assert [v.pod for v in got.preemption.victims] == ["ns/b"]
+    assert got.released == ()  # "small" would fit, but waits behind the preemption
+    assert "behind ns/l1" in got.waiting[2].reason
+    assert view.allocations() == tuple(pods)

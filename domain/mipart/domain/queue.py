@@ -13,7 +13,7 @@ instead of being taken by a stream of small ones. Higher classes still go first.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from mipart.domain.cluster_view import ClusterView
@@ -65,6 +65,13 @@ class Round:
     waiting: tuple[Waiting, ...] = ()
     # Pods released earlier and still unbound, for which no room could be set aside.
     unplaced_in_flight: tuple[str, ...] = field(default=())
+    # What the round's ``preempt`` hook chose for the first latency pod that needed it.
+    preemption: object | None = None
+
+
+# For a latency pod that fits nowhere: (a preemption or None, why it waits, whether pods after
+# it must wait too because room is being made for it).
+PreemptHook = Callable[[ClusterView, "QueuedPod"], tuple[object | None, str, bool]]
 
 
 def order(pods: Iterable[QueuedPod]) -> list[QueuedPod]:
@@ -79,8 +86,13 @@ def plan_round(
     now: float,
     budget: int,
     policy: QueuePolicy = DEFAULT_POLICY,
+    preempt: PreemptHook | None = None,
 ) -> Round:
     """Decide one round of releases: at most ``budget`` pods, in queue order.
+
+    ``preempt`` is asked about the first latency pod that fits nowhere, with the room of
+    every pod released or set aside so far still reserved; while room is made for it, nothing
+    after it is released (no backfill into the room it waits for).
 
     ``view`` is used as a scratch pad (the caller holds its lock) and left as it was found.
     """
@@ -90,9 +102,11 @@ def plan_round(
         released: list[tuple[QueuedPod, Placement]] = []
         waiting: list[Waiting] = []
         blocked_by: QueuedPod | None = None
+        preemption: object | None = None
+        asked = False
         for position, pod in enumerate(order(queued), start=1):
             if blocked_by is not None:
-                reason = f"behind {blocked_by.key}, which has waited longest and comes first"
+                reason = f"behind {blocked_by.key}, which comes first and waits for room"
             elif len(released) >= budget:
                 reason = "release rate reached; next round"
             else:
@@ -103,8 +117,14 @@ def plan_round(
                 reason = _no_room(view, pod)
                 if now - pod.created >= policy.bypass_after_s:
                     blocked_by = pod
+                if preempt is not None and pod.qos is QosClass.LATENCY and not asked:
+                    asked = True
+                    preemption, why, blocks = preempt(view, pod)
+                    reason = f"{reason}; {why}"
+                    if blocks:
+                        blocked_by = pod
             waiting.append(Waiting(pod, position, reason))
-        return Round(tuple(released), tuple(waiting), tuple(unplaced))
+        return Round(tuple(released), tuple(waiting), tuple(unplaced), preemption)
     finally:
         for uid in reserved:
             view.remove_allocation(uid)

@@ -36,6 +36,17 @@ class Preemption:
         return f"evicting {len(self.victims)} lower-class pod(s) on {self.node}: {names}"
 
 
+@dataclass(frozen=True, slots=True)
+class Awaiting:
+    """Pods already leaving will make room: wait for them rather than evict more."""
+
+    leaving: int
+
+    @property
+    def description(self) -> str:
+        return f"waiting for {self.leaving} pod(s) to leave"
+
+
 def plan_preemption(
     view: ClusterView,
     pod: QueuedPod,
@@ -43,16 +54,17 @@ def plan_preemption(
     class_of: Mapping[str, QosClass],
     leaving: Collection[str],
     protected: Collection[str] = (),
-) -> Preemption | str:
-    """Victims for ``pod`` (which fits nowhere now), or why there are none.
+) -> Preemption | Awaiting | str:
+    """Victims for ``pod`` (which fits nowhere now), Awaiting if pods already leaving will
+    make room, or why there are none.
 
-    ``class_of``: pod UID -> QoS class of each allocation's pod (missing: standard);
+    ``class_of``: pod UID -> QoS class of each evictable allocation's pod (others are kept);
     ``leaving``: UIDs of pods already going (evicted, deleted); ``protected``: UIDs that must
     not be chosen (a PodDisruptionBudget refused their eviction).
     """
     going = [a for uid in leaving if (a := view.allocation(uid)) is not None]
     if going and _fits_without(view, pod, going):
-        return f"waiting for {len(going)} pod(s) to leave"
+        return Awaiting(len(going))
     rank = _RANK[pod.qos]
     best: Preemption | None = None
     for node in sorted(view.node_names):
@@ -60,10 +72,13 @@ def plan_preemption(
         if capacity is None:
             continue
         staying = [a for a in view.allocations(node) if a.pod_uid not in leaving]
+        # Only pods the caller named a class for: room set aside for pods not bound yet (or
+        # any other reservation) is nobody to evict.
         candidates = [
             a
             for a in staying
-            if _RANK[class_of.get(a.pod_uid, QosClass.STANDARD)] > rank
+            if a.pod_uid in class_of
+            and _RANK[class_of[a.pod_uid]] > rank
             and a.pod_uid not in protected
         ]
         if not candidates:
@@ -91,31 +106,3 @@ def _fits_without(view: ClusterView, pod: QueuedPod, going: list[Allocation]) ->
     finally:
         for allocation in going:
             view.add_allocation(allocation)
-
-
-def next_preemption(
-    view: ClusterView,
-    waiting: Collection[QueuedPod],
-    *,
-    class_of: Mapping[str, QosClass],
-    leaving: Collection[str],
-    protected: Collection[str] = (),
-) -> tuple[Preemption | None, dict[str, str]]:
-    """The preemption for the first latency pod among ``waiting`` (in queue order) that needs
-    one, and why the latency pods before it need none.
-
-    One per round: the room a preemption frees belongs to its pod, and until its victims are
-    gone a second latency pod cannot tell that room from free room without risking evicting
-    more than it needs. The next round, 250 ms later, sees the victims leaving.
-    """
-    why: dict[str, str] = {}
-    for pod in waiting:
-        if pod.qos is not QosClass.LATENCY:
-            continue
-        outcome = plan_preemption(
-            view, pod, class_of=class_of, leaving=leaving, protected=protected
-        )
-        if isinstance(outcome, Preemption):
-            return outcome, why
-        why[pod.uid] = outcome
-    return None, why

@@ -34,7 +34,7 @@ from mipart.domain.queue import (
     Round,
     plan_round,
 )
-from mipart.domain.queue_preemption import Preemption, next_preemption
+from mipart.domain.queue_preemption import Awaiting, Preemption, plan_preemption
 from mipart.extender.cluster import ClusterState
 from mipart.extender.events import EventReporter
 from mipart.kube.api import KubeApi, KubeError
@@ -110,23 +110,30 @@ class Releaser:
         leaving = {p["metadata"]["uid"] for p in held if p["metadata"].get("deletionTimestamp")}
         protected = self._preemptor.protected()
 
-        def decide(view: ClusterView) -> tuple[Round, Preemption | None]:
-            decided = plan_round(
-                view, queued, in_flight, now=now, budget=budget, policy=self._policy
+        def preempt(view: ClusterView, pod: QueuedPod) -> tuple[object | None, str, bool]:
+            outcome = plan_preemption(
+                view, pod, class_of=class_of, leaving=leaving, protected=protected
             )
-            preemption, _ = next_preemption(
-                view,
-                [w.pod for w in decided.waiting],
-                class_of=class_of,
-                leaving=leaving,
-                protected=protected,
-            )
-            return decided, preemption
+            if isinstance(outcome, str):
+                return None, outcome, False
+            if isinstance(outcome, Awaiting):
+                return None, outcome.description, True
+            return outcome, outcome.description, True
 
-        decided, preemption = self._state.locked(decide)
-        if preemption is not None:
+        decided = self._state.locked(
+            lambda view: plan_round(
+                view,
+                queued,
+                in_flight,
+                now=now,
+                budget=budget,
+                policy=self._policy,
+                preempt=preempt,
+            )
+        )
+        if isinstance(decided.preemption, Preemption):
             by_uid = {p["metadata"]["uid"]: p for p in pods}
-            self._preemptor.carry_out(preemption, by_uid)
+            self._preemptor.carry_out(decided.preemption, by_uid)
         released = 0
         for pod, placement in decided.released:
             if self._release(gated[pod.uid], pod, now):
