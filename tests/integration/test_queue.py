@@ -124,6 +124,12 @@ def test_a_latency_pod_preempts_batch_pods_and_a_budget_holds(
         pod["spec"]["nodeSelector"] = {"kubernetes.io/hostname": node}
         core.create_namespaced_pod(namespace, pod)
     wait_until("24 batch pods bound", lambda: len(_allocations(api, namespace)) == 24, timeout=120)
+    # kube-scheduler's own preemption, through the extender's preempt verb, gets the same
+    # cut: a latency pod may evict the three batch pods of one GPU, a batch pod none.
+    uids = {p.metadata.name: p.metadata.uid for p in core.list_namespaced_pod(namespace).items}
+    for qos, victims in (("latency", 3), ("batch", 0)):
+        answer = _preempt(control_plane, node, qos, [uids[n] for n in _allocations(api, namespace)])
+        assert sum(len(v["Pods"]) for v in answer.values()) == victims, (qos, answer)
     # First a PodDisruptionBudget forbids evicting any of them: the controller must find no
     # victim and evict nobody.
     for name in _allocations(api, namespace):
@@ -165,6 +171,25 @@ def test_a_latency_pod_preempts_batch_pods_and_a_budget_holds(
     assert sorted(set(by_gpu["gpu7"]) - set(allocations)) == sorted(by_gpu["gpu7"])
     assert len(allocations) == 24 - 3 + 1, "exactly GPU 7's three pods went"
     assert {"Preempting", "Preempted"} <= _reasons(api, namespace)
+
+
+def _preempt(control_plane: ControlPlane, node: str, qos: str, uids: list[str]) -> dict[str, Any]:
+    pod = queue_scenario.queued_pod("preemptor", qos, "150Gi")
+    pod["metadata"]["uid"] = "preemptor-uid"
+    body = {
+        "Pod": pod,
+        "NodeNameToMetaVictims": {
+            node: {"Pods": [{"UID": uid} for uid in uids], "NumPDBViolations": 0}
+        },
+    }
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{control_plane.extender_port}/preempt",
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request) as response:
+        answer: dict[str, Any] = json.loads(response.read())["NodeNameToMetaVictims"]
+    return answer
 
 
 def _budget(min_available: int) -> dict[str, Any]:

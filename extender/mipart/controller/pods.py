@@ -7,7 +7,8 @@ from typing import Any
 
 from mipart.domain.placement import QosClass
 from mipart.domain.queue import QueuedPod
-from mipart.extender.annotations import QOS, AnnotationError, parse_request
+from mipart.extender.annotations import AnnotationError, parse_request
+from mipart.extender.annotations import qos_of as annotation_qos
 from mipart.extender.webhook import QUEUE_GATE
 from mipart.kube.objects import FINISHED, allocation_of
 
@@ -59,13 +60,7 @@ def queued_pod(pod: dict[str, Any]) -> QueuedPod | None:
 
 
 def qos_of(pod: dict[str, Any]) -> QosClass:
-    """The pod's class (standard when it names none or one that no longer parses): what
-    decides whether a latency pod may preempt it."""
-    value = ((pod.get("metadata") or {}).get("annotations") or {}).get(QOS)
-    try:
-        return QosClass(value) if value else QosClass.STANDARD
-    except ValueError:
-        return QosClass.STANDARD
+    return annotation_qos(((pod.get("metadata") or {}).get("annotations")) or {})
 
 
 def release_patch(pod: dict[str, Any]) -> list[dict[str, Any]]:

@@ -90,6 +90,15 @@ def is_managed(annotations: Mapping[str, str] | None) -> bool:
     return annotations is not None and (MEMORY in annotations or MODEL in annotations)
 
 
+def qos_of(annotations: Mapping[str, str]) -> QosClass:
+    """The pod's QoS class: standard when it names none (or one that no longer parses). It
+    decides what a latency pod may preempt, so it is read without refusing anything."""
+    try:
+        return QosClass(annotations.get(QOS, QosClass.STANDARD.value))
+    except ValueError:
+        return QosClass.STANDARD
+
+
 def is_queued(annotations: Mapping[str, str]) -> bool:
     """A pod opts in to the QoS queue with ``mipart.io/queue: "true"`` (validated by
     parse_request like every other annotation)."""

@@ -23,11 +23,13 @@ from mipart.domain.placement import (
     ClusterView,
     PartitionRequest,
     PlacementConflict,
+    QosClass,
     allocation_for,
     victims_for,
 )
+from mipart.domain.queue import CLASS_ORDER
 from mipart.domain.reasons import NOT_READY, UNKNOWN_NODE, summarize_rejections
-from mipart.extender.annotations import AnnotationError, parse_request
+from mipart.extender.annotations import AnnotationError, parse_request, qos_of
 from mipart.extender.cluster import ClusterState
 from mipart.extender.http import BadRequest
 from mipart.extender.metrics import ExtenderMetrics
@@ -182,7 +184,13 @@ class Verbs:
             request = parse_request(_annotations(body["Pod"]))
         except AnnotationError:
             return {"NodeNameToMetaVictims": {}}
-        answer = self.cluster.locked(lambda view: _victims(view, request, proposals))
+        # Lower classes only: kube-scheduler proposes pods of lower *priority*, and pods that
+        # did not queue carry no class priority; the queue's preemption makes the same cut.
+        classes = {
+            str(p["metadata"].get("uid")): qos_of(p["metadata"].get("annotations") or {})
+            for p in self.cluster.pods.items()
+        }
+        answer = self.cluster.locked(lambda view: _victims(view, request, proposals, classes))
         return {"NodeNameToMetaVictims": answer}
 
 
@@ -198,8 +206,12 @@ def _reserve(
 
 
 def _victims(
-    view: ClusterView, request: PartitionRequest, proposals: dict[str, Any]
+    view: ClusterView,
+    request: PartitionRequest,
+    proposals: dict[str, Any],
+    classes: dict[str, QosClass],
 ) -> dict[str, Any]:
+    rank = CLASS_ORDER.index(request.qos)
     answer: dict[str, Any] = {}
     for node, proposal in proposals.items():
         if not isinstance(proposal, dict):
@@ -209,7 +221,12 @@ def _victims(
         if capacity is None:
             continue
         on_node = view.allocations(node)
-        candidates = [a for a in on_node if a.pod_uid in uids]
+        candidates = [
+            a
+            for a in on_node
+            if a.pod_uid in uids
+            and CLASS_ORDER.index(classes.get(a.pod_uid, QosClass.STANDARD)) > rank
+        ]
         chosen = victims_for(request, capacity, on_node, candidates)
         if chosen is None:
             continue
