@@ -94,7 +94,9 @@ def test_bad_requests_name_the_field(
     assert named in (err.details() or "")
 
 
-def launcher(node: Node, bin_dir: Path, pool: str, port: int) -> subprocess.Popen[str]:
+def launcher(
+    node: Node, bin_dir: Path, pool: str, port: int, load_s: float = 2
+) -> subprocess.Popen[str]:
     env = {
         **os.environ,
         "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
@@ -104,7 +106,7 @@ def launcher(node: Node, bin_dir: Path, pool: str, port: int) -> subprocess.Pope
         "MIPART_MEMORY_POOL": pool,
         "MIPART_STARTUP_SOCKET": str(node.tmp / "launcher" / "startup.sock"),
         "MIPART_FAKE_LOG": str(node.tmp / "fake-vllm.log"),
-        "MIPART_FAKE_LOAD_SECONDS": "2",
+        "MIPART_FAKE_LOAD_SECONDS": str(load_s),
     }
     return subprocess.Popen(
         [
@@ -161,3 +163,36 @@ def test_two_launchers_on_one_pool_start_one_after_the_other(
             process.wait(timeout=10)
     _, stderr = second.communicate()
     assert "waiting for the start-up lock (position 1)" in stderr
+
+
+def test_a_waiting_launcher_survives_a_daemon_restart(lock_node: Node, tmp_path: Path) -> None:
+    """DESIGN: a daemon restart never touches a (starting) container. The waiting launcher
+    queues again on the restarted daemon instead of failing its container."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "vllm"
+    fake.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{FAKE_VLLM}" "$@"\n')
+    fake.chmod(0o755)
+    ports = {"first": free_port(), "second": free_port()}
+    first = launcher(lock_node, bin_dir, "gpu0-pool0", ports["first"], load_s=30)
+    log = lock_node.tmp / "fake-vllm.log"
+    wait = time.monotonic() + 30
+    while not (log.exists() and "start" in log.read_text()) and time.monotonic() < wait:
+        time.sleep(0.2)
+    second = launcher(lock_node, bin_dir, "gpu0-pool0", ports["second"], load_s=1)
+    try:
+        time.sleep(2)  # second is queued behind first
+        lock_node.kill()
+        lock_node.start("--launcher-socket", str(lock_node.tmp / "launcher" / "startup.sock"))
+        # The restarted daemon knows no holder: second is granted and its vLLM starts.
+        wait_until = time.monotonic() + 30
+        while f" {ports['second']}\n" not in log.read_text():
+            assert time.monotonic() < wait_until, log.read_text()
+            time.sleep(0.2)
+        assert second.poll() is None, "the waiting launcher gave up"
+    finally:
+        for process in (first, second):
+            process.kill()
+            process.wait(timeout=10)
+    _, stderr = second.communicate()
+    assert "queueing again" in stderr

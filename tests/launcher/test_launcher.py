@@ -184,3 +184,23 @@ def test_an_fp8_checkpoint_is_sized_as_fp8(
                          "--max-model-len", "8192")  # fmt: skip
     assert code == 0, err
     assert "weights 8.5Gi" in err
+
+
+@pytest.mark.parametrize(
+    ("args", "url"),
+    [
+        ([], "http://127.0.0.1:8000/health"),
+        (["--host", "0.0.0.0", "--port", "9000"], "http://127.0.0.1:9000/health"),
+        (["--host", "10.1.2.3", "--ssl-keyfile", "k.pem"], "https://10.1.2.3:8000/health"),
+        (["--host", "fd00::5"], "http://[fd00::5]:8000/health"),
+    ],
+)
+def test_vllm_health_is_watched_where_vllm_listens(args: list[str], url: str) -> None:
+    user = vllm_args.parse(["serve", "m", *args])
+    assert vllm_args.health_url(user, "8000") == url
+
+
+def test_a_unix_socket_server_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(capsys, "serve", "meta-llama/Llama-3.1-8B-Instruct", "--uds", "/s")
+    assert code == 1
+    assert "--uds: mipart-vllm watches vLLM's /health over TCP" in err

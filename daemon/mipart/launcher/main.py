@@ -93,6 +93,7 @@ def main(argv: list[str] | None = None, env: Mapping[str, str] | None = None) ->
             asked=user.limits(),
         )
         command = vllm_args.command(user, sizing, allocation.tensor_parallel)
+        health = vllm_args.health_url(user, DEFAULT_VLLM_PORT)
     except DoesNotFit as err:
         return _fail(f"does not fit: {err}")
     except (
@@ -117,7 +118,7 @@ def main(argv: list[str] | None = None, env: Mapping[str, str] | None = None) ->
             # A pod's hostname is its name.
             holder=f"{socket.gethostname()} (pid {os.getpid()})",
             timeout_s=args.startup_timeout,
-            health_url=f"http://127.0.0.1:{user.get('--port') or DEFAULT_VLLM_PORT}/health",
+            health_url=health,
         ),
         command,
     )

@@ -13,7 +13,9 @@ start: one process-table entry, the price of keeping vLLM the main process.
 
 from __future__ import annotations
 
+import http.client
 import os
+import ssl
 import sys
 import time
 import urllib.error
@@ -64,24 +66,33 @@ def _hold(request: LockRequest, parent: int, pipe: int) -> int:
     from mipart.api.v1 import node_pb2, node_pb2_grpc  # noqa: PLC0415
 
     channel = grpc.insecure_channel(f"unix://{request.socket}")
-    call = node_pb2_grpc.StartupServiceStub(channel).HoldStartupLock(
-        node_pb2.HoldStartupLockRequest(
-            memory_pools=list(request.pools),
-            holder=request.holder,
-            hold_seconds=request.timeout_s,
-        )
+    stub = node_pb2_grpc.StartupServiceStub(channel)
+    message = node_pb2.HoldStartupLockRequest(
+        memory_pools=list(request.pools), holder=request.holder, hold_seconds=request.timeout_s
     )
-    try:
-        for event in call:
-            if event.state == "Granted":
-                break
-            say(f"waiting for the start-up lock (position {event.position}): {event.message}")
-        else:
-            raise RuntimeError("the daemon ended the call before granting the lock")
-    except (grpc.RpcError, RuntimeError) as err:
-        detail = err.details() if isinstance(err, grpc.RpcError) else str(err)
-        os.write(pipe, f"{request.socket}: {detail}\n".encode())
-        return 1
+    deadline = time.monotonic() + request.timeout_s
+    while True:
+        # wait_for_ready: a daemon that is restarting is waited for, not an error.
+        call = stub.HoldStartupLock(message, wait_for_ready=True)
+        try:
+            for event in call:
+                if event.state == "Granted":
+                    break
+                say(f"waiting for the start-up lock (position {event.position}): {event.message}")
+            else:
+                raise RuntimeError("the daemon ended the call before granting the lock")
+            break
+        except grpc.RpcError as err:
+            # The daemon went away while we queued (a restart): queue again, within the time.
+            if err.code() is grpc.StatusCode.UNAVAILABLE and time.monotonic() < deadline:
+                say("the daemon went away while we waited for the start-up lock; queueing again")
+                time.sleep(_HEALTH_POLL_S)
+                continue
+            os.write(pipe, f"{request.socket}: {err.details()}\n".encode())
+            return 1
+        except RuntimeError as err:
+            os.write(pipe, f"{request.socket}: {err}\n".encode())
+            return 1
     say(f"start-up lock held on {', '.join(request.pools)}; starting vLLM")
     os.write(pipe, _GRANTED)
     os.close(pipe)
@@ -104,10 +115,12 @@ def _wait_for_vllm(request: LockRequest, parent: int) -> str:
 
 
 def _healthy(url: str) -> bool:
+    # vLLM's own certificate need not name the address asked here: only the answer counts.
+    context = ssl._create_unverified_context() if url.startswith("https") else None  # noqa: S323
     try:
-        with urllib.request.urlopen(url, timeout=_HEALTH_POLL_S) as response:  # noqa: S310
+        with urllib.request.urlopen(url, timeout=_HEALTH_POLL_S, context=context) as response:  # noqa: S310
             return bool(response.status == 200)
-    except (urllib.error.URLError, OSError):
+    except (urllib.error.URLError, OSError, http.client.HTTPException, ValueError):
         return False
 
 

@@ -28,6 +28,9 @@ _FLAGS: dict[str, tuple[str, ...]] = {
     "--quantization": ("--quantization", "-q"),
     "--kv-cache-dtype": ("--kv-cache-dtype",),
     "--port": ("--port",),
+    "--host": ("--host",),
+    "--uds": ("--uds",),
+    "--ssl-keyfile": ("--ssl-keyfile",),
 }
 _CANONICAL = {spelling: flag for flag, spellings in _FLAGS.items() for spelling in spellings}
 # vLLM's human-readable integers: 1k = 1000, 1K = 1024, up to T (utils/argparse_utils.py).
@@ -150,6 +153,22 @@ def check(user: UserArgs, tensor_parallel: int) -> None:
             "--gpu-memory-utilization from the memory limit (vLLM's free-memory check at "
             "start-up ignores this flag); leave it out, or set --max-num-seqs/--max-model-len"
         )
+
+
+def health_url(user: UserArgs, default_port: str) -> str:
+    """Where the launcher's lock holder asks vLLM whether it is up: where vLLM listens."""
+    if user.get("--uds") is not None:
+        raise ArgumentConflict(
+            "--uds: mipart-vllm watches vLLM's /health over TCP to release the start-up lock; "
+            "serve on a port"
+        )
+    host = user.get("--host") or ""
+    if host in ("", "0.0.0.0", "::"):  # noqa: S104 - reading vLLM's bind address, not binding
+        host = "127.0.0.1"
+    elif ":" in host:
+        host = f"[{host}]"
+    scheme = "https" if user.get("--ssl-keyfile") else "http"
+    return f"{scheme}://{host}:{user.get('--port') or default_port}/health"
 
 
 def command(user: UserArgs, plan: ServingPlan, tensor_parallel: int) -> list[str]:
