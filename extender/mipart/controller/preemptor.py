@@ -1,9 +1,10 @@
 """Carrying out the queue's preemptions through the Eviction API.
 
-All victims are first evicted with ``dryRun``: the API server answers as it would (429 while
-a PodDisruptionBudget forbids it), and nothing is evicted unless every victim may go, so a
-refused set costs nobody anything. A refused victim is left out of the next choices for a
-while (``protect_s``), so the next round picks another set or says none exists.
+Nothing is evicted unless every victim may go: the PodDisruptionBudgets covering the victims
+are checked against the whole set (budgets.py), then each eviction is dry-run (the API
+server's own answer, 429 while a budget forbids it), and only then are they evicted. A
+refused victim is left out of the next choices for a while (``protect_s``), so the next
+round picks another set or says none exists.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 import structlog
 from prometheus_client import CollectorRegistry, Counter
 
+from mipart.controller.budgets import over_budget
 from mipart.domain.queue_preemption import Preemption
 from mipart.extender.events import EventReporter
 from mipart.kube.api import KubeApi, KubeError
@@ -55,6 +57,27 @@ class Preemptor:
     def carry_out(self, preemption: Preemption, pods: dict[str, dict[str, Any]]) -> bool:
         """Evict the victims if every one of them may go; True if they were evicted."""
         preemptor = pods[preemption.pod.uid]
+        try:
+            refused = over_budget(
+                self._api, [pods[v.pod_uid] for v in preemption.victims if v.pod_uid in pods]
+            )
+        except (KubeError, OSError) as err:
+            log.warning("queue.budgets_unreadable", error=str(err))
+            return False
+        if refused:
+            names = {name for covered in refused.values() for name in covered}
+            for victim in preemption.victims:
+                if victim.pod in names:
+                    self._protected[victim.pod_uid] = time.monotonic() + self._protect_s
+            self.preemptions.labels("refused").inc()
+            self._events.warn(
+                preemptor,
+                "PreemptionRefused",
+                f"would evict {len(preemption.victims)} pod(s) on {preemption.node}, but "
+                f"PodDisruptionBudget {', '.join(sorted(refused))} allows fewer disruptions; "
+                "looking for other victims",
+            )
+            return False
         for victim in preemption.victims:
             try:
                 evict(self._api, victim.pod, victim.pod_uid, dry_run=True)
@@ -73,9 +96,13 @@ class Preemptor:
         for victim in preemption.victims:
             try:
                 evict(self._api, victim.pod, victim.pod_uid)
-            except KubeError as err:  # gone meanwhile, or a budget changed: next round sees it
+            except KubeError as err:
                 log.warning("queue.eviction_failed", victim=victim.pod, status=err.status)
-                continue
+                if err.status == _TOO_MANY_REQUESTS:  # a budget changed since the check
+                    self._protected[victim.pod_uid] = time.monotonic() + self._protect_s
+                    self.preemptions.labels("refused").inc()
+                    return False
+                continue  # gone meanwhile: its room is free anyway
             self.victims.inc()
             if victim.pod_uid in pods:
                 self._events.warn(
