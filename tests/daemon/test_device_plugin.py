@@ -78,7 +78,7 @@ def test_registers_and_advertises_healthy_slots(plugged: tuple[Node, KubeletPeer
     assert peer.options is not None
     assert peer.options.pre_start_required
     devices = peer.wait_devices(64)
-    # 8 SPX partitions x 4 is below the floor of 64 slots.
+    # 8 SPX partitions, 8 slots each.
     assert sorted(devices) == sorted(f"slot-{n}" for n in range(64))
 
 

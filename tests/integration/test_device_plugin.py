@@ -80,6 +80,18 @@ def mismatches(pod: Pod, plan: dict[str, Any], render: dict[str, int]) -> list[s
     return wrong
 
 
+def test_new_partitions_bring_their_slots_without_a_restart(
+    plugged: tuple[Node, KubeletPeer, str],
+) -> None:
+    node, peer, _ = plugged
+    assert len(peer.wait_devices(64)) == 64  # 8 SPX partitions, 8 slots each
+    node.smi_ok("set", "compute", "CPX", "--gpu", "0")
+    # 15 partitions now (8 CPX + 7 SPX): their slots arrive on the same ListAndWatch stream,
+    # with no new registration and nothing restarted.
+    assert len(peer.wait_devices(15 * 8)) == 120
+    assert peer.endpoints == ["mipart.sock"]
+
+
 def test_every_container_gets_its_own_pods_partitions(
     plugged: tuple[Node, KubeletPeer, str], api: Any, namespace: str
 ) -> None:
@@ -87,8 +99,8 @@ def test_every_container_gets_its_own_pods_partitions(
     node.smi_ok("set", "compute", "CPX", "--gpu", "0,1")
     render = layout(node)
     assert "gpu1-cpx-7" in render
-    # 8 CPX + 8 CPX + 6 SPX partitions: 22 x 4 = 88 slots.
-    assert len(peer.wait_devices(88)) == 88
+    # 8 CPX + 8 CPX + 6 SPX partitions: 22 x 8 = 176 slots.
+    assert len(peer.wait_devices(176)) == 176
     pods = plans(node_name)
     wrong: list[str] = []
     for rep in range(REPETITIONS):

@@ -16,7 +16,10 @@ HEALTHY = "Healthy"
 UNHEALTHY = "Unhealthy"
 SLOT_PREFIX = "slot-"
 MIN_SLOTS = 64
-SLOTS_PER_PARTITION = 4
+# Pods one partition can hold at once, at most: more than a CPX partition's 24 GiB can serve
+# (the kubelet's 110 pods per node bound the total anyway). The list grows with the
+# partitions, so a re-partitioned GPU brings its slots without a restart.
+SLOTS_PER_PARTITION = 8
 
 
 def slot_id(n: int) -> str:
