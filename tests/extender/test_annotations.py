@@ -118,3 +118,12 @@ def test_any_input_either_parses_or_is_refused_clearly(annotations: dict[str, st
         assert all(p.startswith("mipart.io/") for p in problems), problems
     else:
         assert request.memory_bytes > 0
+
+
+def test_the_controllers_planned_mode_holds_a_pod_of_mode_any() -> None:
+    planned = {MEMORY: "20Gi", "mipart.io/planned-mode": "CPX"}
+    assert parse_request(planned).compute_mode is ComputeMode.CPX
+    # A mode the user asked for wins; a bad planned mode is an error, not ignored.
+    assert parse_request({**planned, PARTITION_MODE: "SPX"}).compute_mode is ComputeMode.SPX
+    with pytest.raises(AnnotationError, match=r"mipart\.io/planned-mode: 'TPX' is not valid"):
+        parse_request({MEMORY: "20Gi", "mipart.io/planned-mode": "TPX"})

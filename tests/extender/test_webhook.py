@@ -148,3 +148,10 @@ def test_priority_classes_match_the_manifest() -> None:
         for doc in yaml.safe_load_all(manifest.read_text())
     }
     assert classes == {name: (value, policy) for name, value, policy in PRIORITY_CLASSES.values()}
+
+
+def test_users_cannot_plan_their_own_mode() -> None:
+    body = pod({"mipart.io/memory": "8Gi", "mipart.io/planned-mode": "SPX"})
+    answer = hook.validate(review(body))["response"]
+    assert answer["allowed"] is False
+    assert "mipart.io/planned-mode: set only by mipart-controller" in answer["status"]["message"]

@@ -61,6 +61,9 @@ def test_an_idle_cpx_gpu_becomes_spx_for_a_waiting_70b_pod(
 
     wait_until("the 70B pod bound", lambda: allocation() is not None, timeout=120)
     assert allocation()["partitions"] == ["gpu7-spx-0"]  # type: ignore[index]
+    # Released held to the mode the plan counted it on.
+    annotations = core.read_namespaced_pod("llama-70b", namespace).metadata.annotations
+    assert annotations["mipart.io/planned-mode"] == "SPX"
     modes = {g["index"]: g["compute_partition"] for g in daemon.show()["gpus"]}
     assert modes == {**dict.fromkeys(range(7), "CPX"), 7: "SPX"}
     gpunode = kube.gpunode(api, node)

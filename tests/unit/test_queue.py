@@ -14,7 +14,7 @@ from mipart.domain.placement import (
     PartitionRequest,
     QosClass,
 )
-from mipart.domain.queue import QueuedPod, QueuePolicy, order, plan_round
+from mipart.domain.queue import QueuedPod, QueuePolicy, hold_to_plan, order, plan_round
 from mipart.domain.queue_preemption import Awaiting, Preemption, plan_preemption
 
 GI = 2**30
@@ -167,3 +167,16 @@ def test_preemption_is_planned_with_the_room_already_set_aside() -> None:
     assert got.released == ()  # "small" would fit, but waits behind the preemption
     assert "behind ns/l1" in got.waiting[2].reason
     assert view.allocations() == tuple(pods)
+
+
+def test_the_queue_follows_the_planners_admissions() -> None:
+    cpx = ComputeMode.CPX
+    asked = QueuedPod("ns/asked", "uid-asked", PartitionRequest(GI, compute_mode=SPX), 0)
+    admitted, skipped = pod("admitted", 20), pod("skipped", 20)
+    urgent = pod("urgent", 150, QosClass.LATENCY)
+    eligible, held = hold_to_plan([asked, admitted, skipped, urgent], {"uid-admitted": cpx})
+    assert [p.key for p in eligible] == ["ns/asked", "ns/admitted", "ns/urgent"]
+    assert eligible[1].request.compute_mode is cpx  # held to the mode the plan counted
+    assert eligible[0].request.compute_mode is SPX  # what a pod asked for stays
+    assert eligible[2].request.compute_mode is None  # latency pods may preempt instead
+    assert [p.key for p in held] == ["ns/skipped"]

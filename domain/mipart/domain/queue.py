@@ -13,10 +13,11 @@ instead of being taken by a stream of small ones. Higher classes still go first.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 
 from mipart.domain.cluster_view import ClusterView
+from mipart.domain.partitions import ComputeMode
 from mipart.domain.placement_types import (
     PartitionRequest,
     Placement,
@@ -76,6 +77,29 @@ PreemptHook = Callable[[ClusterView, "QueuedPod"], tuple[object | None, str, boo
 
 def order(pods: Iterable[QueuedPod]) -> list[QueuedPod]:
     return sorted(pods, key=lambda p: (_RANK[p.qos], p.created, p.key))
+
+
+def hold_to_plan(
+    queued: Iterable[QueuedPod], modes: Mapping[str, ComputeMode]
+) -> tuple[list[QueuedPod], list[QueuedPod]]:
+    """Follow the re-partition planner's admissions (pod UID -> the compute mode it counted
+    the pod on): an admitted pod of mode "any" is held to that mode, so it does not take the
+    partition the plan keeps for another (an 8B replica on the idle SPX GPU a 70B one waits
+    for); one it did not admit waits for its plan. Pods that asked for a mode, and latency
+    pods (which may preempt instead), are not held back. Returns (eligible, held back)."""
+    eligible: list[QueuedPod] = []
+    held_back: list[QueuedPod] = []
+    for pod in queued:
+        mode = modes.get(pod.uid)
+        if pod.request.compute_mode is not None:
+            eligible.append(pod)
+        elif mode is not None:
+            eligible.append(replace(pod, request=replace(pod.request, compute_mode=mode)))
+        elif pod.qos is QosClass.LATENCY:
+            eligible.append(pod)
+        else:
+            held_back.append(pod)
+    return eligible, held_back
 
 
 def plan_round(

@@ -117,15 +117,6 @@ def main(argv: list[str] | None = None) -> int:
     identity = os.environ.get("POD_NAME", socket.gethostname())
     events = EventReporter(api, component="mipart.io/controller", instance=identity)
     registry = CollectorRegistry()
-    releaser = Releaser(
-        api,
-        state,
-        events,
-        registry,
-        rate=ReleaseRate(args.release_rate, args.release_burst),
-        policy=QueuePolicy(bypass_after_s=args.bypass_after),
-        retry_refused_s=args.retry_refused_after,
-    )
     repartitioner = None
     if args.repartition == "on":
         repartitioner = Repartitioner(
@@ -140,6 +131,17 @@ def main(argv: list[str] | None = None) -> int:
             stale_after_s=args.stale_after,
             identity=identity,
         )
+    releaser = Releaser(
+        api,
+        state,
+        events,
+        registry,
+        rate=ReleaseRate(args.release_rate, args.release_burst),
+        policy=QueuePolicy(bypass_after_s=args.bypass_after),
+        retry_refused_s=args.retry_refused_after,
+        # The queue follows the planner's admissions while it plans.
+        admissions=None if repartitioner is None else repartitioner.admissions,
+    )
     if args.metrics_address != "off":
         host, _, port = args.metrics_address.rpartition(":")
         start_http_server(int(port), addr=host or "127.0.0.1", registry=registry)

@@ -5,9 +5,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from mipart.domain.partitions import ComputeMode
 from mipart.domain.placement import QosClass
 from mipart.domain.queue import QueuedPod
-from mipart.extender.annotations import AnnotationError, parse_request
+from mipart.extender.annotations import PLANNED_MODE, AnnotationError, parse_request
 from mipart.extender.annotations import qos_of as annotation_qos
 from mipart.extender.webhook import QUEUE_GATE
 from mipart.kube.objects import FINISHED, allocation_of
@@ -63,11 +64,20 @@ def qos_of(pod: dict[str, Any]) -> QosClass:
     return annotation_qos(((pod.get("metadata") or {}).get("annotations")) or {})
 
 
-def release_patch(pod: dict[str, Any]) -> list[dict[str, Any]]:
-    """A JSON patch that removes the queue gate, and fails if the gates changed meanwhile."""
+def release_patch(
+    pod: dict[str, Any], planned_mode: ComputeMode | None = None
+) -> list[dict[str, Any]]:
+    """A JSON patch that removes the queue gate, and fails if the gates changed meanwhile;
+    with ``planned_mode``, it also holds the pod to that compute mode, in the same update."""
     gates = pod["spec"]["schedulingGates"]
     index = next(i for i, g in enumerate(gates) if g.get("name") == QUEUE_GATE)
-    return [
+    patch: list[dict[str, Any]] = [
         {"op": "test", "path": f"/spec/schedulingGates/{index}/name", "value": QUEUE_GATE},
         {"op": "remove", "path": f"/spec/schedulingGates/{index}"},
     ]
+    if planned_mode is not None:
+        key = PLANNED_MODE.replace("~", "~0").replace("/", "~1")
+        patch.append(
+            {"op": "add", "path": f"/metadata/annotations/{key}", "value": planned_mode.value}
+        )
+    return patch

@@ -10,6 +10,7 @@ and allocations, watched), which it owns a copy of.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +26,8 @@ from mipart.controller.pods import (
     release_patch,
 )
 from mipart.controller.preemptor import Preemptor
+from mipart.controller.repartition import Admissions
+from mipart.domain.partitions import ComputeMode
 from mipart.domain.placement import ClusterView
 from mipart.domain.queue import (
     CLASS_ORDER,
@@ -32,6 +35,7 @@ from mipart.domain.queue import (
     QueuedPod,
     QueuePolicy,
     Round,
+    hold_to_plan,
     plan_round,
 )
 from mipart.domain.queue_preemption import Awaiting, Preemption, plan_preemption
@@ -79,11 +83,13 @@ class Releaser:
         policy: QueuePolicy = DEFAULT_POLICY,
         interval_s: float = 0.25,
         retry_refused_s: float = 60.0,
+        admissions: Callable[[], Admissions | None] | None = None,
     ) -> None:
         self._api = api
         self._state = state
         self._events = events
         self._metrics = QueueMetrics(registry)
+        self._admissions = admissions
         self._preemptor = Preemptor(api, events, registry, protect_s=retry_refused_s)
         self._rate = rate
         self._policy = policy
@@ -102,6 +108,19 @@ class Releaser:
         pods = self._state.pods.items()
         gated = {p["metadata"]["uid"]: p for p in pods if is_gated(p)}
         queued = [q for p in gated.values() if (q := queued_pod(p)) is not None]
+        everyone = queued
+        admissions = None if self._admissions is None else self._admissions()
+        held_back: list[QueuedPod] = []
+        if admissions is not None:
+            queued, held_back = hold_to_plan(queued, admissions.modes)
+        # The modes to write on the pods released this round: those the plan chose for them.
+        planned = {
+            q.uid: mode
+            for q in everyone
+            if admissions is not None
+            and q.request.compute_mode is None
+            and (mode := admissions.modes.get(q.uid)) is not None
+        }
         in_flight = [q for p in pods if is_in_flight(p) and (q := queued_pod(p)) is not None]
         now = time.time()
         budget = self._take_tokens()
@@ -136,28 +155,44 @@ class Releaser:
             self._preemptor.carry_out(decided.preemption, by_uid)
         released = 0
         for pod, placement in decided.released:
-            if self._release(gated[pod.uid], pod, now):
+            mode = (
+                planned.get(pod.uid)
+                if pod.uid in (admissions.modes if admissions else {})
+                else None
+            )
+            if self._release(gated[pod.uid], pod, now, mode):
                 released += 1
                 log.info("queue.released", pod=pod.key, qos=pod.qos.value, likely=placement.node)
         self._tokens -= released
         for waiting in decided.waiting:
-            if waiting.pod.uid not in self._announced:
-                self._announced.add(waiting.pod.uid)
-                self._events.normal(
-                    gated[waiting.pod.uid],
-                    "Queued",
-                    f"{waiting.pod.qos.value} queue, position {waiting.position} of "
-                    f"{len(queued)}: {waiting.reason}",
-                )
+            self._announce(
+                gated[waiting.pod.uid],
+                f"{waiting.pod.qos.value} queue, position {waiting.position} of "
+                f"{len(everyone)}: {waiting.reason}",
+            )
+        for pod in held_back:
+            self._announce(
+                gated[pod.uid],
+                f"{pod.qos.value} queue: waiting for the re-partition planner, which keeps the "
+                "partitions that fit it for other pods or plans a change for it",
+            )
         self._announced &= set(gated)
-        self._observe_depth(queued, {pod.uid for pod, _ in decided.released})
+        self._observe_depth(everyone, {pod.uid for pod, _ in decided.released})
         return decided
 
-    def _release(self, pod: dict[str, Any], queued: QueuedPod, now: float) -> bool:
+    def _announce(self, pod: dict[str, Any], message: str) -> None:
+        uid = pod["metadata"]["uid"]
+        if uid not in self._announced:
+            self._announced.add(uid)
+            self._events.normal(pod, "Queued", message)
+
+    def _release(
+        self, pod: dict[str, Any], queued: QueuedPod, now: float, mode: ComputeMode | None
+    ) -> bool:
         meta = pod["metadata"]
         path = f"/api/v1/namespaces/{meta['namespace']}/pods/{meta['name']}"
         try:
-            self._api.json_patch(path, release_patch(pod))
+            self._api.json_patch(path, release_patch(pod, mode))
         except KubeError as err:
             # Deleted, or its gates changed under us: the next round sees the new state.
             log.info("queue.release_skipped", pod=queued.key, status=err.status)

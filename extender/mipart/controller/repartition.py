@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
@@ -18,6 +19,7 @@ from prometheus_client import CollectorRegistry, Counter
 
 from mipart.controller import gpunodes
 from mipart.controller.pods import is_gated, is_unschedulable, queued_pod
+from mipart.domain.partitions import ComputeMode
 from mipart.domain.planner import Decision, Plan, PlannerPolicy, Waiting, plan
 from mipart.domain.queue import order
 from mipart.extender.cluster import ClusterState
@@ -29,6 +31,15 @@ log = structlog.get_logger(__name__)
 
 # Events about cluster-scoped GPUNodes go to this namespace, as the node controller's do.
 _EVENT_NAMESPACE = "default"
+
+
+@dataclass(frozen=True, slots=True)
+class Admissions:
+    """Which waiting pods the plan lets go now, each with the compute mode it counted them on
+    (pod UID -> mode); the queue releases only these, held to that mode."""
+
+    at: float  # time.monotonic() of the plan
+    modes: dict[str, ComputeMode]
 
 
 class Repartitioner:
@@ -61,7 +72,16 @@ class Repartitioner:
             ["hold"],
             registry=registry,
         )
+        self._interval_s = interval_s
+        self._admissions: Admissions | None = None
         self._loop = Periodic("repartition", interval_s, self.round)
+
+    def admissions(self) -> Admissions | None:
+        """The latest plan's admissions, if it is recent enough to act on."""
+        latest = self._admissions
+        if latest is None or time.monotonic() - latest.at > 3 * self._interval_s:
+            return None
+        return latest
 
     def start(self) -> None:
         self._loop.start()
@@ -81,13 +101,15 @@ class Repartitioner:
             for p in self._state.pods.items()
             if is_gated(p) or (is_unschedulable(p) and not (p.get("spec") or {}).get("nodeName"))
         ]
-        demand = [
-            Waiting(q.request, since=q.created, name=q.key)
-            for q in order(q for q in waiting if q is not None)
-        ]
+        queue = order(q for q in waiting if q is not None)
+        demand = [Waiting(q.request, since=q.created, name=q.key) for q in queue]
         allocations = self._state.locked(lambda view: view.allocations())
         now = time.time()
         decided = plan(snapshots, allocations, demand, now=now, policy=self._policy)
+        self._admissions = Admissions(
+            time.monotonic(),
+            {queue[a.position].uid: a.compute_mode for a in decided.admitted},
+        )
         by_node: dict[str, list[Decision]] = defaultdict(list)
         for decision in decided.decisions:
             by_node[decision.node].append(decision)

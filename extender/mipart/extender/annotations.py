@@ -6,6 +6,7 @@ and what is allowed; unknown ``mipart.io/`` keys are refused, not ignored (a typ
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -24,6 +25,9 @@ PARTITION_MODE = PREFIX + "partition-mode"
 QOS = PREFIX + "qos"
 SHARING = PREFIX + "sharing"
 QUEUE = PREFIX + "queue"
+# Written by mipart-controller when it releases a pod of partition-mode "any": the mode the
+# re-partition planner counted the pod on, which placement then holds it to.
+PLANNED_MODE = PREFIX + "planned-mode"
 # Written by the extender at bind (ALLOCATION, from mipart.kube.objects); a user may not set it.
 
 USER_ANNOTATIONS = (MEMORY, MODEL, PARTITIONS, PARTITION_MODE, QOS, SHARING, QUEUE)
@@ -107,7 +111,11 @@ def is_queued(annotations: Mapping[str, str]) -> bool:
 
 def parse_request(annotations: Mapping[str, str]) -> PartitionRequest:
     """The PartitionRequest a pod's annotations ask for; AnnotationError if any is bad."""
-    ours = {k: v for k, v in annotations.items() if k.startswith(PREFIX) and k != ALLOCATION}
+    ours = {
+        k: v
+        for k, v in annotations.items()
+        if k.startswith(PREFIX) and k not in (ALLOCATION, PLANNED_MODE)
+    }
     problems = [
         f"{key}: unknown annotation; known: {', '.join(USER_ANNOTATIONS)}"
         for key in sorted(ours)
@@ -123,7 +131,16 @@ def parse_request(annotations: Mapping[str, str]) -> PartitionRequest:
         raise AnnotationError(problems) from None
     if problems:
         raise AnnotationError(problems)
-    return _to_request(parsed)
+    request = _to_request(parsed)
+    planned = annotations.get(PLANNED_MODE)
+    if planned is not None and request.compute_mode is None:
+        try:
+            return replace(request, compute_mode=ComputeMode(planned))
+        except ValueError:
+            raise AnnotationError(
+                [f"{PLANNED_MODE}: {planned!r} is not valid; allowed: SPX, DPX, QPX or CPX"]
+            ) from None
+    return request
 
 
 def _to_request(parsed: _Annotations) -> PartitionRequest:

@@ -17,6 +17,8 @@ from typing import Any
 
 from mipart.domain.placement import QosClass
 from mipart.extender.annotations import (
+    PARTITION_MODE,
+    PLANNED_MODE,
     QOS,
     QUEUE,
     USER_ANNOTATIONS,
@@ -117,6 +119,11 @@ def _problems(
     problems: list[str] = []
     if creating and ALLOCATION in annotations:
         problems.append(f"{ALLOCATION}: set only by the mipart extender when it binds the pod")
+    if creating and PLANNED_MODE in annotations:
+        problems.append(
+            f"{PLANNED_MODE}: set only by mipart-controller when it releases the pod; "
+            f"ask for a mode with {PARTITION_MODE}"
+        )
     try:
         parse_request(annotations)
     except AnnotationError as err:
