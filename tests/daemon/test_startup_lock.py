@@ -196,3 +196,44 @@ def test_a_waiting_launcher_survives_a_daemon_restart(lock_node: Node, tmp_path:
             process.wait(timeout=10)
     _, stderr = second.communicate()
     assert "queueing again" in stderr
+
+
+def test_the_holder_takes_the_lock_again_after_a_daemon_restart(
+    lock_node: Node, tmp_path: Path
+) -> None:
+    """A restarted daemon forgets who held the lock; the holding launcher takes it again, so
+    a neighbour that comes after the restart still starts only once the first is healthy."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "vllm"
+    fake.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{FAKE_VLLM}" "$@"\n')
+    fake.chmod(0o755)
+    ports = {"first": free_port(), "second": free_port()}
+    first = launcher(lock_node, bin_dir, "gpu0-pool0", ports["first"], load_s=15)
+    log = lock_node.tmp / "fake-vllm.log"
+    second = None
+    try:
+        deadline = time.monotonic() + 30
+        while not (log.exists() and f" {ports['first']}\n" in log.read_text()):
+            assert time.monotonic() < deadline, "the first vLLM did not start"
+            time.sleep(0.2)
+        lock_node.kill()
+        lock_node.start("--launcher-socket", str(lock_node.tmp / "launcher" / "startup.sock"))
+        time.sleep(5)  # the holder reconnects and takes the lock again
+        second = launcher(lock_node, bin_dir, "gpu0-pool0", ports["second"], load_s=1)
+        deadline = time.monotonic() + 60
+        while f" {ports['second']}\n" not in log.read_text():
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.2)
+        at = {
+            (event, int(port)): float(when)
+            for event, when, port in (line.split() for line in log.read_text().splitlines())
+        }
+        assert at[("start", ports["second"])] >= at[("healthy", ports["first"])]
+    finally:
+        for process in (first, second):
+            if process is not None:
+                process.kill()
+                process.wait(timeout=10)
+    _, stderr = first.communicate()
+    assert "taking the start-up lock again" in stderr

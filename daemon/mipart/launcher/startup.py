@@ -17,12 +17,13 @@ import http.client
 import os
 import ssl
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 _GRANTED = b"granted\n"
 _HEALTH_POLL_S = 1.0
@@ -71,33 +72,63 @@ def _hold(request: LockRequest, parent: int, pipe: int) -> int:
         memory_pools=list(request.pools), holder=request.holder, hold_seconds=request.timeout_s
     )
     deadline = time.monotonic() + request.timeout_s
-    while True:
-        # wait_for_ready: a daemon that is restarting is waited for, not an error.
-        call = stub.HoldStartupLock(message, wait_for_ready=True)
-        try:
-            for event in call:
-                if event.state == "Granted":
-                    break
-                say(f"waiting for the start-up lock (position {event.position}): {event.message}")
-            else:
-                raise RuntimeError("the daemon ended the call before granting the lock")
-            break
-        except grpc.RpcError as err:
-            # The daemon went away while we queued (a restart): queue again, within the time.
-            if err.code() is grpc.StatusCode.UNAVAILABLE and time.monotonic() < deadline:
-                say("the daemon went away while we waited for the start-up lock; queueing again")
-                time.sleep(_HEALTH_POLL_S)
-                continue
-            os.write(pipe, f"{request.socket}: {err.details()}\n".encode())
-            return 1
-        except RuntimeError as err:
-            os.write(pipe, f"{request.socket}: {err}\n".encode())
-            return 1
+
+    def take() -> tuple[Any, str | None]:
+        """The call holding the lock once granted, or why it could not be taken."""
+        while True:
+            # wait_for_ready: a daemon that is restarting is waited for, not an error.
+            call = stub.HoldStartupLock(message, wait_for_ready=True)
+            try:
+                for event in call:
+                    if event.state == "Granted":
+                        return call, None
+                    say(f"waiting for the start-up lock (position {event.position}): "
+                        f"{event.message}")  # fmt: skip
+                return None, "the daemon ended the call before granting the lock"
+            except grpc.RpcError as err:
+                # The daemon went away while we queued (a restart): queue again, in time.
+                if err.code() is grpc.StatusCode.UNAVAILABLE and time.monotonic() < deadline:
+                    say("the daemon went away while we waited for the lock; queueing again")
+                    time.sleep(_HEALTH_POLL_S)
+                    continue
+                return None, str(err.details())
+
+    call, error = take()
+    if error is not None:
+        os.write(pipe, f"{request.socket}: {error}\n".encode())
+        return 1
     say(f"start-up lock held on {', '.join(request.pools)}; starting vLLM")
     os.write(pipe, _GRANTED)
     os.close(pipe)
+    held = {"call": call}
+    done = threading.Event()
+
+    def keep() -> None:
+        """A restarted daemon has forgotten the holder: take the lock again at once, so a
+        neighbour does not start on the pool while this vLLM still sizes itself."""
+        current = call
+        while not done.is_set():
+            try:
+                for _ in current:  # nothing more comes but Expired, which ends the call
+                    pass
+                return
+            except grpc.RpcError as err:
+                if done.is_set() or err.code() is not grpc.StatusCode.UNAVAILABLE:
+                    return
+            say("the daemon restarted while vLLM starts; taking the start-up lock again")
+            current, problem = take()
+            if problem is not None:
+                say(f"start-up lock not taken again: {problem}")
+                return
+            held["call"] = current
+            if done.is_set():
+                current.cancel()
+
+    keeper = threading.Thread(target=keep, name="startup-lock", daemon=True)
+    keeper.start()
     why = _wait_for_vllm(request, parent)
-    call.cancel()
+    done.set()
+    held["call"].cancel()
     channel.close()
     say(f"start-up lock released: {why}")
     return 0
