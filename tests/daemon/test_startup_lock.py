@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import grpc
@@ -127,14 +128,43 @@ def launcher(
     )
 
 
-def test_two_launchers_on_one_pool_start_one_after_the_other(
-    lock_node: Node, tmp_path: Path
-) -> None:
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    fake = bin_dir / "vllm"
+@pytest.fixture
+def bin_dir(tmp_path: Path) -> Path:
+    """A PATH entry whose `vllm` is the stand-in (tests/launcher/fake_vllm.py)."""
+    path = tmp_path / "bin"
+    path.mkdir()
+    fake = path / "vllm"
     fake.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{FAKE_VLLM}" "$@"\n')
     fake.chmod(0o755)
+    return path
+
+
+def logged(log: Path, condition: Callable[[str], bool], timeout: float) -> bool:
+    """Wait until the stand-ins' log satisfies ``condition``; whether it did in time."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition(log.read_text() if log.exists() else ""):
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def times(log: Path) -> dict[tuple[str, int], float]:
+    """(event, port) -> when, from the stand-ins' ``<event> <time> <port>`` lines."""
+    return {
+        (event, int(port)): float(when)
+        for event, when, port in (line.split() for line in log.read_text().splitlines())
+    }
+
+
+def restart(node: Node) -> None:
+    node.kill()
+    node.start("--launcher-socket", str(node.tmp / "launcher" / "startup.sock"))
+
+
+def test_two_launchers_on_one_pool_start_one_after_the_other(
+    lock_node: Node, bin_dir: Path
+) -> None:
     ports = {"first": free_port(), "second": free_port(), "elsewhere": free_port()}
     first = launcher(lock_node, bin_dir, "gpu0-pool0", ports["first"])
     time.sleep(1.0)  # first in line
@@ -142,16 +172,8 @@ def test_two_launchers_on_one_pool_start_one_after_the_other(
     elsewhere = launcher(lock_node, bin_dir, "gpu1-pool0", ports["elsewhere"])
     log = lock_node.tmp / "fake-vllm.log"
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            events = log.read_text().split("\n") if log.exists() else []
-            if sum(line.startswith("healthy") for line in events) == 3:
-                break
-            time.sleep(0.2)
-        at = {
-            (event, int(port)): float(when)
-            for event, when, port in (line.split() for line in log.read_text().splitlines())
-        }
+        logged(log, lambda text: text.count("healthy") == 3, timeout=60)
+        at = times(log)
         assert len(at) == 6, log.read_text()
         # The second instance on gpu0-pool0 starts only once the first answers /health ...
         assert at[("start", ports["second"])] >= at[("healthy", ports["first"])]
@@ -165,30 +187,20 @@ def test_two_launchers_on_one_pool_start_one_after_the_other(
     assert "waiting for the start-up lock (position 1)" in stderr
 
 
-def test_a_waiting_launcher_survives_a_daemon_restart(lock_node: Node, tmp_path: Path) -> None:
+def test_a_waiting_launcher_survives_a_daemon_restart(lock_node: Node, bin_dir: Path) -> None:
     """DESIGN: a daemon restart never touches a (starting) container. The waiting launcher
     queues again on the restarted daemon instead of failing its container."""
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    fake = bin_dir / "vllm"
-    fake.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{FAKE_VLLM}" "$@"\n')
-    fake.chmod(0o755)
     ports = {"first": free_port(), "second": free_port()}
     first = launcher(lock_node, bin_dir, "gpu0-pool0", ports["first"], load_s=30)
     log = lock_node.tmp / "fake-vllm.log"
-    wait = time.monotonic() + 30
-    while not (log.exists() and "start" in log.read_text()) and time.monotonic() < wait:
-        time.sleep(0.2)
+    logged(log, lambda text: "start" in text, timeout=30)
     second = launcher(lock_node, bin_dir, "gpu0-pool0", ports["second"], load_s=1)
     try:
         time.sleep(2)  # second is queued behind first
-        lock_node.kill()
-        lock_node.start("--launcher-socket", str(lock_node.tmp / "launcher" / "startup.sock"))
+        restart(lock_node)
         # The restarted daemon knows no holder: second is granted and its vLLM starts.
-        wait_until = time.monotonic() + 30
-        while f" {ports['second']}\n" not in log.read_text():
-            assert time.monotonic() < wait_until, log.read_text()
-            time.sleep(0.2)
+        started = logged(log, lambda text: f" {ports['second']}\n" in text, timeout=30)
+        assert started, log.read_text()
         assert second.poll() is None, "the waiting launcher gave up"
     finally:
         for process in (first, second):
@@ -199,36 +211,23 @@ def test_a_waiting_launcher_survives_a_daemon_restart(lock_node: Node, tmp_path:
 
 
 def test_the_holder_takes_the_lock_again_after_a_daemon_restart(
-    lock_node: Node, tmp_path: Path
+    lock_node: Node, bin_dir: Path
 ) -> None:
     """A restarted daemon forgets who held the lock; the holding launcher takes it again, so
     a neighbour that comes after the restart still starts only once the first is healthy."""
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    fake = bin_dir / "vllm"
-    fake.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{FAKE_VLLM}" "$@"\n')
-    fake.chmod(0o755)
     ports = {"first": free_port(), "second": free_port()}
     first = launcher(lock_node, bin_dir, "gpu0-pool0", ports["first"], load_s=15)
     log = lock_node.tmp / "fake-vllm.log"
     second = None
     try:
-        deadline = time.monotonic() + 30
-        while not (log.exists() and f" {ports['first']}\n" in log.read_text()):
-            assert time.monotonic() < deadline, "the first vLLM did not start"
-            time.sleep(0.2)
-        lock_node.kill()
-        lock_node.start("--launcher-socket", str(lock_node.tmp / "launcher" / "startup.sock"))
+        started = logged(log, lambda text: f" {ports['first']}\n" in text, timeout=30)
+        assert started, "the first vLLM did not start"
+        restart(lock_node)
         time.sleep(5)  # the holder reconnects and takes the lock again
         second = launcher(lock_node, bin_dir, "gpu0-pool0", ports["second"], load_s=1)
-        deadline = time.monotonic() + 60
-        while f" {ports['second']}\n" not in log.read_text():
-            assert time.monotonic() < deadline, log.read_text()
-            time.sleep(0.2)
-        at = {
-            (event, int(port)): float(when)
-            for event, when, port in (line.split() for line in log.read_text().splitlines())
-        }
+        started = logged(log, lambda text: f" {ports['second']}\n" in text, timeout=60)
+        assert started, log.read_text()
+        at = times(log)
         assert at[("start", ports["second"])] >= at[("healthy", ports["first"])]
     finally:
         for process in (first, second):

@@ -8,7 +8,6 @@ them); the kubelet peer plays the kubelet over real unix sockets.
 
 from __future__ import annotations
 
-import json
 import random
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -51,19 +50,10 @@ def plans(node_name: str) -> list[dict[str, Any]]:
 
 
 def create_pod(api: Any, namespace: str, name: str, node_name: str, plan: dict[str, Any]) -> str:
-    pod = kube.core(api).create_namespaced_pod(
-        namespace,
-        {
-            "metadata": {
-                "name": name,
-                "annotations": {"mipart.io/allocation": json.dumps(plan["allocation"])},
-            },
-            "spec": {
-                "nodeName": node_name,
-                "containers": [{"name": c, "image": "vllm"} for c in plan["containers"]],
-            },
-        },
-    )
+    allocation = plan["allocation"]
+    body = kube.bound_pod(name, node_name, allocation["partitions"], allocation["memoryBytes"],
+                          containers=tuple(plan["containers"]))  # fmt: skip
+    pod = kube.core(api).create_namespaced_pod(namespace, body)
     return str(pod.metadata.uid)
 
 

@@ -3,7 +3,6 @@ manifests/rbac/daemon.yaml, over the emulated MI300X."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -77,22 +76,8 @@ def test_free_memory_counts_the_allocations_of_pods_on_the_node(
         timeout=60,
     )
     before = kube.gpunode(api, name)["status"]["freeMemory"]
-    allocation = json.dumps(
-        {
-            "v": 1,
-            "node": name,
-            "partitions": ["gpu1-spx-0"],
-            "memoryBytes": 40 * 2**30,
-            "sharing": "shared",
-        }
-    )
-    kube.core(api).create_namespaced_pod(
-        namespace,
-        {
-            "metadata": {"name": "holder", "annotations": {"mipart.io/allocation": allocation}},
-            "spec": {"nodeName": name, "containers": [{"name": "c", "image": "vllm"}]},
-        },
-    )
+    pod = kube.bound_pod("holder", name, ["gpu1-spx-0"], 40 * 2**30)
+    kube.core(api).create_namespaced_pod(namespace, pod)
     # 8 x 196592 MiB = 1535.875 GiB, shown rounded down.
     assert before == "1535Gi"
     wait_until(

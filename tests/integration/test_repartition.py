@@ -20,20 +20,6 @@ pytestmark = pytest.mark.integration
 GIB = 2**30
 
 
-def held_pod(name: str, node: str, partition: str) -> dict[str, Any]:
-    """A pod already bound with an allocation, as the extender leaves one."""
-    allocation = {"v": 1, "node": node, "partitions": [partition], "memoryBytes": 10 * GIB,
-                  "sharing": "shared"}  # fmt: skip
-    return {
-        "metadata": {"name": name, "annotations": {"mipart.io/allocation": json.dumps(allocation)}},
-        "spec": {
-            "nodeName": node,
-            "schedulerName": "mipart-scheduler",
-            "containers": [{"name": "vllm", "image": "vllm/vllm-openai"}],
-        },
-    }
-
-
 def test_an_idle_cpx_gpu_becomes_spx_for_a_waiting_70b_pod(
     stack: Stack, api: Any, namespace: str, control_plane: ControlPlane
 ) -> None:
@@ -41,7 +27,9 @@ def test_an_idle_cpx_gpu_becomes_spx_for_a_waiting_70b_pod(
     daemon = stack.start_daemon(node, dict.fromkeys(range(8), "CPX"))
     core = kube.core(api)
     for gpu in range(7):
-        core.create_namespaced_pod(namespace, held_pod(f"held-{gpu}", node, f"gpu{gpu}-cpx-0"))
+        held = kube.bound_pod(f"held-{gpu}", node, [f"gpu{gpu}-cpx-0"], 10 * GIB,
+                              scheduler_name="mipart-scheduler")  # fmt: skip
+        core.create_namespaced_pod(namespace, held)
     stack.wait_published(api)
     stack.start_webhook(api)
     stack.start_extender()

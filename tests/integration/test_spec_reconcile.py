@@ -3,7 +3,6 @@ as its own service account, over the emulated MI300X, against the real control p
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -56,23 +55,8 @@ def published(api: Any, name: str) -> None:
 
 
 def hold_gpu2(api: Any, namespace: str, name: str) -> None:
-    allocation = {
-        "v": 1,
-        "node": name,
-        "partitions": ["gpu2-spx-0"],
-        "memoryBytes": 40 * 2**30,
-        "sharing": "shared",
-    }
-    kube.core(api).create_namespaced_pod(
-        namespace,
-        {
-            "metadata": {
-                "name": "holder",
-                "annotations": {"mipart.io/allocation": json.dumps(allocation)},
-            },
-            "spec": {"nodeName": name, "containers": [{"name": "c", "image": "vllm"}]},
-        },
-    )
+    pod = kube.bound_pod("holder", name, ["gpu2-spx-0"], 40 * 2**30)
+    kube.core(api).create_namespaced_pod(namespace, pod)
 
 
 def test_spec_switches_an_idle_gpu(node: Node, api: Any) -> None:

@@ -7,6 +7,7 @@ handles are typed Any rather than casting at every call.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -58,3 +59,33 @@ def gpunode(api: Any, name: str) -> dict[str, Any]:
 
 def policy(api: Any) -> Any:
     return client.PolicyV1Api(api)
+
+
+def bound_pod(
+    name: str,
+    node: str,
+    partitions: list[str],
+    memory_bytes: int,
+    *,
+    containers: tuple[str, ...] = ("c",),
+    scheduler_name: str | None = None,
+) -> dict[str, Any]:
+    """A pod already bound with an allocation, as the extender leaves one: spec.nodeName and
+    the mipart.io/allocation annotation together."""
+    allocation = {
+        "v": 1,
+        "node": node,
+        "partitions": partitions,
+        "memoryBytes": memory_bytes,
+        "sharing": "shared",
+    }
+    spec: dict[str, Any] = {
+        "nodeName": node,
+        "containers": [{"name": c, "image": "vllm"} for c in containers],
+    }
+    if scheduler_name is not None:
+        spec["schedulerName"] = scheduler_name
+    return {
+        "metadata": {"name": name, "annotations": {"mipart.io/allocation": json.dumps(allocation)}},
+        "spec": spec,
+    }

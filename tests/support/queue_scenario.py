@@ -12,10 +12,9 @@ from typing import Any
 
 from kubernetes import watch
 
+from mipart.extender.webhook import QUEUE_GATE
 from tests.support import kube
 from tests.support.procs import wait_until
-
-QUEUE_GATE = "mipart.io/queue"
 
 
 @dataclass

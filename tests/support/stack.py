@@ -61,16 +61,9 @@ class Stack:
         return node
 
     def wait_published(self, api: Any) -> None:
-        objects = kube.custom_objects(api)
-
         def all_current() -> bool:
             for name, node in self.daemons.items():
-                try:
-                    status = objects.get_cluster_custom_object(*kube.GPUNODES, name).get(
-                        "status", {}
-                    )
-                except Exception:
-                    return False
+                status = kube.gpunode(api, name).get("status", {})
                 want = sum(len(g["partitions"]) for g in node.show()["gpus"])
                 if status.get("partitionCount") != want:
                     return False

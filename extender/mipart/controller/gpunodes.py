@@ -85,17 +85,6 @@ def write(api: KubeApi, gpunode: dict[str, Any], decisions: list[Decision], now:
     api.merge_patch(f"{GPUNODES}/{name}", spec_patch(gpunode, decisions, now))
 
 
-def reference(gpunode: dict[str, Any]) -> dict[str, Any]:
-    """The object reference an Event about this GPUNode carries."""
-    meta = gpunode["metadata"]
-    return {
-        "apiVersion": gpunode.get("apiVersion", "mipart.io/v1alpha1"),
-        "kind": "GPUNode",
-        "name": meta["name"],
-        "uid": meta.get("uid"),
-    }
-
-
 def now_utc() -> datetime:
     return datetime.now(UTC)
 

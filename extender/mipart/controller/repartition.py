@@ -24,13 +24,10 @@ from mipart.domain.planner import Decision, Plan, PlannerPolicy, Waiting, plan
 from mipart.domain.queue import order
 from mipart.extender.cluster import ClusterState
 from mipart.kube.api import KubeApi, KubeError
-from mipart.kube.events import event_body, events_path
+from mipart.kube.events import CLUSTER_EVENTS_NAMESPACE, gpunode_reference, post_event
 from mipart.runtime.periodic import Periodic
 
 log = structlog.get_logger(__name__)
-
-# Events about cluster-scoped GPUNodes go to this namespace, as the node controller's do.
-_EVENT_NAMESPACE = "default"
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,9 +133,11 @@ class Repartitioner:
             self._event(gpunode, "Repartition", decision.reason)
 
     def _event(self, gpunode: dict[str, Any], reason: str, note: str) -> None:
-        body = event_body(
-            gpunodes.reference(gpunode),
-            namespace=_EVENT_NAMESPACE,
+        meta = gpunode["metadata"]
+        post_event(
+            self._api,
+            gpunode_reference(meta["name"], meta.get("uid")),
+            namespace=CLUSTER_EVENTS_NAMESPACE,
             reason=reason,
             note=note,
             warning=False,
@@ -146,10 +145,6 @@ class Repartitioner:
             instance=self._identity,
             action="Repartition",
         )
-        try:
-            self._api.post(events_path(_EVENT_NAMESPACE), body)
-        except (KubeError, OSError) as err:
-            log.warning("planner.event_failed", error=str(err))
 
 
 def _labels(decision: Decision) -> dict[str, str]:

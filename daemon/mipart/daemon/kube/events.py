@@ -4,17 +4,10 @@ gpunode`, and about the pods on this node, for `kubectl describe pod`."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
-import structlog
+from mipart.kube.api import KubeApi
+from mipart.kube.events import CLUSTER_EVENTS_NAMESPACE, gpunode_reference, post_event
 
-from mipart.kube.api import KubeApi, KubeError
-from mipart.kube.events import event_body, events_path
-
-log = structlog.get_logger(__name__)
-
-# A cluster-scoped object's Events live in "default", as kubectl describe looks them up there.
-NAMESPACE = "default"
 CONTROLLER = "mipart.io/daemon"
 
 
@@ -26,13 +19,10 @@ class GpuNodeEvents:
 
     def record(self, reason: str, note: str, warning: bool) -> None:
         """Best effort: a lost Event must not stop a reconcile (the condition says it too)."""
-        regarding = {"apiVersion": "mipart.io/v1alpha1", "kind": "GPUNode", "name": self._node}
-        uid = self._uid()
-        if uid:
-            regarding["uid"] = uid
-        body = event_body(
-            regarding,
-            namespace=NAMESPACE,
+        post_event(
+            self._api,
+            gpunode_reference(self._node, self._uid()),
+            namespace=CLUSTER_EVENTS_NAMESPACE,
             reason=reason,
             note=note,
             warning=warning,
@@ -40,7 +30,6 @@ class GpuNodeEvents:
             instance=self._node,
             action="ReconcileLayout",
         )
-        _post(self._api, NAMESPACE, body)
 
 
 class PodEvents:
@@ -51,15 +40,9 @@ class PodEvents:
     def warn(self, pod: str, uid: str, *, reason: str, note: str, action: str) -> None:
         """A Warning on ``pod`` (namespace/name); best effort, as the log says it too."""
         namespace, _, name = pod.partition("/")
-        regarding = {
-            "apiVersion": "v1",
-            "kind": "Pod",
-            "namespace": namespace,
-            "name": name,
-            "uid": uid,
-        }
-        body = event_body(
-            regarding,
+        post_event(
+            self._api,
+            {"apiVersion": "v1", "kind": "Pod", "namespace": namespace, "name": name, "uid": uid},
             namespace=namespace,
             reason=reason,
             note=note,
@@ -68,11 +51,3 @@ class PodEvents:
             instance=self._node,
             action=action,
         )
-        _post(self._api, namespace, body)
-
-
-def _post(api: KubeApi, namespace: str, body: dict[str, Any]) -> None:
-    try:
-        api.post(events_path(namespace), body)
-    except (KubeError, OSError) as err:
-        log.warning("event.failed", reason=body["reason"], error=str(err))
