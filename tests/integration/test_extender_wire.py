@@ -163,3 +163,38 @@ def test_a_standby_refuses_until_its_scheduler_leads(
         assert http_ok(f"http://127.0.0.1:{control_plane.extender_port}/readyz")
     finally:
         standby.stop()
+
+
+def call(port: int, verb: str, body: dict[str, Any]) -> Any:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    connection.request("POST", verb, json.dumps(body), {"Content-Type": "application/json"})
+    reply = connection.getresponse()
+    assert reply.status == 200
+    return json.loads(reply.read())
+
+
+def test_filter_tells_which_rejections_eviction_could_change(
+    extender: Stack, control_plane: ControlPlane
+) -> None:
+    """kube-scheduler tries preemption only on FailedNodes, never on
+    FailedAndUnresolvableNodes: a node without GPUs there, a full CPX node here."""
+    gpu_node, other = control_plane.node_names[0], "not-a-gpu-node"
+    port = control_plane.extender_port
+
+    def ask(verb: str, memory: str, names: list[str], **more: str) -> Any:
+        annotations = {"mipart.io/memory": memory} | {f"mipart.io/{k}": v for k, v in more.items()}
+        pod = {"metadata": {"name": "p", "uid": "u", "annotations": annotations}}
+        return call(port, verb, {"Pod": pod, "NodeNames": names, "Nodes": None})
+
+    fits = ask("/filter", "8Gi", [gpu_node, other])
+    assert fits["NodeNames"] == [gpu_node]
+    assert fits["FailedNodes"] == {}
+    assert fits["FailedAndUnresolvableNodes"] == {other: "no GPU inventory for this node"}
+    # prioritize is asked of exactly what filter kept; it answers for each name it is sent.
+    assert [s["Host"] for s in ask("/prioritize", "8Gi", [gpu_node])] == [gpu_node]
+    assert ask("/prioritize", "8Gi", [other, gpu_node])[0] == {"Host": other, "Score": 0}
+
+    no_dpx = ask("/filter", "40Gi", [gpu_node, other], **{"partition-mode": "DPX"})
+    assert no_dpx["NodeNames"] == []
+    assert no_dpx["FailedNodes"] == {gpu_node: "no usable DPX partition"}
+    assert set(no_dpx["FailedAndUnresolvableNodes"]) == {other}

@@ -21,6 +21,7 @@ from mipart.domain.placement import (
     INSTANCE_OVERHEAD_BYTES,
     Allocation,
     ClusterView,
+    Feasibility,
     InvalidRequest,
     NodeCapacity,
     PartitionRequest,
@@ -268,7 +269,9 @@ def test_an_unknown_node_is_rejected_with_a_reason() -> None:
     result = view.evaluate(request(1), ["a", "b"])
     assert set(result.feasible) == {"a"}
     assert result.rejected == {"b": "no GPU inventory for this node"}
-    assert view.filter(request(1), ["b"]).rejected == {"b": "no GPU inventory for this node"}
+    answer = view.filter(request(1), ["b"])
+    assert answer.unresolvable == {"b": "no GPU inventory for this node"}
+    assert answer.rejected == {}
 
 
 def test_an_allocation_on_a_vanished_partition_blocks_only_its_gpu() -> None:
@@ -527,9 +530,15 @@ def test_a_change_invalidates_cached_answers() -> None:
     assert "n" in view.filter(req).rejected
     view.set_node(node("n", SPX, drained=(0,)))
     assert view.evaluate(req).rejected["n"] == "all GPUs drained"
+    # No eviction can make room on a drained node: the scheduler must not try preemption.
+    assert view.filter(req).unresolvable == {"n": "all GPUs drained"}
     view.remove_allocation("uid-a")
     view.set_node(node("n", SPX))
     assert "n" in view.evaluate(req).feasible
+    assert view.filter(req) == Feasibility(("n",), {}, {})
+    view.remove_node("n")
+    assert view.filter(req) == Feasibility((), {}, {})
+    assert view.filter(req, ["n"]).unresolvable == {"n": "no GPU inventory for this node"}
 
 
 def test_filter_agrees_with_evaluate() -> None:
@@ -538,7 +547,8 @@ def test_filter_agrees_with_evaluate() -> None:
     for req in (request(20), request(40, 2), request(60, 2), request(150), request(20, 8)):
         full, cheap = view.evaluate(req), view.filter(req)
         assert set(full.feasible) == set(cheap.feasible)
-        assert full.rejected == cheap.rejected
+        assert full.rejected == cheap.reasons()
+        assert view.scores(req) == {n: p.score for n, p in full.feasible.items()}
 
 
 # --- preemption -------------------------------------------------------------------------
@@ -751,7 +761,7 @@ class PlacementMachine(RuleBasedStateMachine):
         assert not set(result.feasible) & set(result.rejected)
         cheap = self.view.filter(req)
         assert set(cheap.feasible) == set(result.feasible)
-        assert cheap.rejected == result.rejected
+        assert cheap.reasons() == result.rejected
         usage = brute_usage(self.view.allocations())
         for name, reason_text in result.rejected.items():
             assert not brute_fits(self.nodes[name], usage, req), reason_text
@@ -816,7 +826,7 @@ class PlacementMachine(RuleBasedStateMachine):
         assert self.view.remove_node(name)
         gone = self.view.evaluate(request(1), [name])
         assert gone.rejected == {name: "no GPU inventory for this node"}
-        assert self.view.filter(request(1), [name]).rejected == gone.rejected
+        assert self.view.filter(request(1), [name]).reasons() == gone.rejected
         assert name not in self.view.node_names
         self.view.set_node(self.nodes[name])
 
@@ -861,9 +871,21 @@ class PlacementMachine(RuleBasedStateMachine):
             assert self.view.usage(name) == rebuilt.usage(name)
         for probe in PROBES:
             assert self.view.evaluate(probe) == rebuilt.evaluate(probe)
+            scores = {n: p.score for n, p in rebuilt.evaluate(probe).feasible.items()}
+            assert self.view.scores(probe) == scores
             cheap, fresh = self.view.filter(probe), rebuilt.filter(probe)
             assert set(cheap.feasible) == set(fresh.feasible)
             assert cheap.rejected == fresh.rejected
+            assert cheap.unresolvable == fresh.unresolvable
+            # The scheduler may send a subset of the nodes, and names the view does not know.
+            some = [*sorted(self.nodes)[::2], "not-a-gpu-node"]
+            part = self.view.filter(probe, some)
+            assert self.view.scores(probe, some) == {n: scores[n] for n in scores if n in some}
+            assert set(part.feasible) == set(cheap.feasible) & set(some)
+            assert part.reasons() == {
+                **{n: r for n, r in cheap.reasons().items() if n in some},
+                "not-a-gpu-node": "no GPU inventory for this node",
+            }
 
 
 TestPlacementMachine = PlacementMachine.TestCase

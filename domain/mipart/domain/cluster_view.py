@@ -4,7 +4,8 @@ Built once from the nodes' capacities and the allocations of unfinished pods, th
 each change (``set_node``, ``remove_node``, ``add_allocation``, ``remove_allocation``,
 ``reserve``), each costing O(partitions of that node). ``filter`` costs O(1) per node: every
 node's summary says the largest limit k partitions of one mode can give, and the view keeps
-those transposed (limit key -> node -> limit) so a filter reads one dict. ``evaluate`` costs
+those transposed (limit key -> node -> limit); it keeps filter's whole answer per request
+shape too, and re-judges only the nodes changed since (standing.py). ``evaluate`` costs
 O(1) per node for a request shape it has answered since the node last changed, and otherwise
 O(log partitions) (one partition) or O(partitions) (tensor parallel). See docs/placement.md.
 
@@ -15,7 +16,7 @@ and may be used after the lock is released.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 
 from mipart.domain import reasons
 from mipart.domain.choice import choose
@@ -33,6 +34,7 @@ from mipart.domain.placement_types import (
     Policy,
     policy_for,
 )
+from mipart.domain.standing import StandingAnswer, V
 
 # Answers are kept for this many request shapes before the cache starts over; pods of one
 # Deployment share a shape, so a handful covers a scheduling burst.
@@ -53,9 +55,14 @@ class ClusterView:
         # The nodes' fit limits, transposed: limit key -> node -> the largest limit that fits.
         # The filter reads one small-valued, hot dict per request instead of one per node.
         self._limits: dict[LimitKey, dict[str, int]] = {}
-        # Answers already worked out, by request shape then node: a Placement or a reason.
-        # A node's answers go whenever the node changes; bounded by _CACHE_SHAPES shapes.
-        self._answers: dict[RequestKey, dict[str, Placement | str]] = {}
+        # Answers already worked out, per question, for every node (standing.py): filter's
+        # by request shape (fit does not depend on the policy), evaluate's by shape and
+        # policy. A changed node is marked stale in each; bounded by _CACHE_SHAPES each.
+        self._fit_answers: dict[RequestKey, StandingAnswer[bool]] = {}
+        self._placement_answers: dict[RequestKey, StandingAnswer[Placement]] = {}
+        # prioritize's, by shape and policy: plain numbers, so the garbage collector never
+        # walks them (cached Placements for 5000 nodes made its full passes ~100 ms long).
+        self._score_answers: dict[RequestKey, StandingAnswer[int]] = {}
         for allocation in allocations:
             self._record(allocation)
         for node in nodes:
@@ -131,8 +138,12 @@ class ClusterView:
 
     def _reindex(self, name: str, before: dict[LimitKey, int], after: dict[LimitKey, int]) -> None:
         """Called after every change to a node: its limits and cached answers are stale."""
-        for answers in self._answers.values():
-            answers.pop(name, None)
+        for fits in self._fit_answers.values():
+            fits.mark_stale(name)
+        for placements in self._placement_answers.values():
+            placements.mark_stale(name)
+        for scores in self._score_answers.values():
+            scores.mark_stale(name)
         for key in before.keys() - after.keys():
             del self._limits[key][name]
         for key, limit in after.items():
@@ -145,56 +156,58 @@ class ClusterView:
     # --- questions -----------------------------------------------------------------------
 
     def filter(
-        self, request: PartitionRequest, node_names: Iterable[str] | None = None
+        self, request: PartitionRequest, node_names: Collection[str] | None = None
     ) -> Feasibility:
-        """Which nodes can take ``request``, with a reason for each that cannot. O(1) per node."""
-        key = _key(request, policy_for(request.qos))
+        """Which nodes can take ``request``, with a reason for each that cannot. O(1) per node
+        changed since the same shape was last asked, the rest in C (standing.py)."""
         fit_key, need = request_limit_key(request), request.memory_bytes
-        feasible: list[str] = []
-        rejected: dict[str, str] = {}
-        nodes, limits, answers = self._nodes, self._limits.get(fit_key, {}), self._answers_for(key)
-        for name in self._names(node_names):
-            limit = limits.get(name)
-            if limit is not None and need <= limit:
-                feasible.append(name)
-                continue
-            # Here no Placement can be cached: the node does not fit, so any answer is a reason.
-            reason = answers.get(name)
-            if not isinstance(reason, str):
-                state = nodes.get(name)
-                if state is None:
-                    rejected[name] = reasons.UNKNOWN_NODE
-                    continue
-                reason = answers[name] = state.reason(request)
-            rejected[name] = reason
-        return Feasibility(tuple(feasible), rejected)
+        nodes = self._nodes
+
+        def judge(name: str) -> bool | str:
+            limit = self._limits.get(fit_key, {}).get(name)
+            return True if limit is not None and need <= limit else nodes[name].reason(request)
+
+        answers = _standing(self._fit_answers, _key(request, None), nodes)
+        answer = answers.answer(judge, nodes, node_names)
+        return Feasibility(tuple(answer.fits), answer.rejected, answer.unresolvable)
 
     def evaluate(
         self,
         request: PartitionRequest,
-        node_names: Iterable[str] | None = None,
+        node_names: Collection[str] | None = None,
         *,
         policy: Policy | None = None,
     ) -> Evaluation:
-        """Placement and score on every node that fits, a reason for every node that does not."""
+        """Placement and score on every node that fits, a reason for every node that does not.
+        O(partitions) per node changed since the same question was last asked."""
         policy = policy or policy_for(request.qos)
-        key = _key(request, policy)
-        feasible: dict[str, Placement] = {}
-        rejected: dict[str, str] = {}
-        nodes, answers = self._nodes, self._answers_for(key)
-        for name in self._names(node_names):
-            outcome = answers.get(name)
-            if outcome is None:
-                state = nodes.get(name)
-                if state is None:
-                    rejected[name] = reasons.UNKNOWN_NODE
-                    continue
-                outcome = answers[name] = choose(state, request, policy)
-            if isinstance(outcome, str):
-                rejected[name] = outcome
-            else:
-                feasible[name] = outcome
-        return Evaluation(feasible, rejected)
+        nodes = self._nodes
+
+        def judge(name: str) -> Placement | str:
+            return choose(nodes[name], request, policy)
+
+        answers = _standing(self._placement_answers, _key(request, policy), nodes)
+        answer = answers.answer(judge, nodes, node_names)
+        return Evaluation(answer.fits, {**answer.rejected, **answer.unresolvable})
+
+    def scores(
+        self,
+        request: PartitionRequest,
+        node_names: Collection[str] | None = None,
+        *,
+        policy: Policy | None = None,
+    ) -> dict[str, int]:
+        """The score (0..10) of each node asked that can take ``request``: evaluate's answer
+        without the placements, for the extender's prioritize."""
+        policy = policy or policy_for(request.qos)
+        nodes = self._nodes
+
+        def judge(name: str) -> int | str:
+            outcome = choose(nodes[name], request, policy)
+            return outcome if isinstance(outcome, str) else outcome.score
+
+        answers = _standing(self._score_answers, _key(request, policy), nodes)
+        return answers.answer(judge, nodes, node_names).fits
 
     def place(
         self, request: PartitionRequest, node_name: str, *, policy: Policy | None = None
@@ -227,18 +240,18 @@ class ClusterView:
     def allocation(self, pod_uid: str) -> Allocation | None:
         return self._allocations.get(pod_uid)
 
-    def _answers_for(self, key: RequestKey) -> dict[str, Placement | str]:
-        answers = self._answers.get(key)
-        if answers is None:
-            if len(self._answers) >= _CACHE_SHAPES:
-                self._answers.clear()
-            answers = self._answers[key] = {}
-        return answers
 
-    def _names(self, node_names: Iterable[str] | None) -> Iterable[str]:
-        return self._nodes.keys() if node_names is None else node_names
+def _standing(
+    cache: dict[RequestKey, StandingAnswer[V]], key: RequestKey, nodes: Iterable[str]
+) -> StandingAnswer[V]:
+    answers = cache.get(key)
+    if answers is None:
+        if len(cache) >= _CACHE_SHAPES:
+            cache.clear()
+        answers = cache[key] = StandingAnswer(nodes)
+    return answers
 
 
-def _key(request: PartitionRequest, policy: Policy) -> RequestKey:
+def _key(request: PartitionRequest, policy: Policy | None) -> RequestKey:
     mode = request.compute_mode or "any"
     return f"{request.memory_bytes}/{request.partitions}/{mode}/{request.sharing}/{policy}"

@@ -191,10 +191,19 @@ class Evaluation:
 
 @dataclass(frozen=True, slots=True)
 class Feasibility:
-    """The cheap answer (no partition choice, no score): what the extender's filter needs."""
+    """The cheap answer (no partition choice, no score): what the extender's filter needs.
+
+    A node that does not fit is in ``rejected`` if evicting pods could make room there, and in
+    ``unresolvable`` if nothing but the node itself can change (reasons.UNRESOLVABLE).
+    """
 
     feasible: tuple[str, ...]
     rejected: dict[str, str]
+    unresolvable: dict[str, str]
+
+    def reasons(self) -> dict[str, str]:
+        """Why each node that does not fit does not, whichever kind."""
+        return {**self.rejected, **self.unresolvable}
 
 
 @dataclass(frozen=True, slots=True)

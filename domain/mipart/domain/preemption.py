@@ -25,11 +25,6 @@ from mipart.domain.placement_types import (
     Sharing,
 )
 
-# Eviction cannot fix these: the node itself cannot take pods.
-_HOPELESS = frozenset(
-    {reasons.NOT_READY, reasons.NO_PARTITIONS, reasons.ALL_DRAINED, reasons.NONE_HEALTHY}
-)
-
 
 def victims_for(
     request: PartitionRequest,
@@ -49,7 +44,7 @@ def victims_for(
     state = NodeState(node, on_node)
     if state.check(request) is None:
         return ()
-    if state.block_reason in _HOPELESS:
+    if state.block_reason in reasons.UNRESOLVABLE:
         return None
     trial = _Trial(state, request)
     evictable = {c.pod_uid for c in candidates}

@@ -20,6 +20,9 @@ NO_PARTITIONS = "node reports no GPU partitions"
 ALL_DRAINED = "all GPUs drained"
 NONE_HEALTHY = "no healthy partition on an undrained GPU"
 UNKNOWN_PARTITIONS = "holds allocations on partitions the node no longer reports"
+# What no eviction can change: the node itself takes no pods now. filter reports these apart
+# (kube-scheduler then tries no preemption there), and preemption never picks victims there.
+UNRESOLVABLE = frozenset({UNKNOWN_NODE, NOT_READY, NO_PARTITIONS, ALL_DRAINED, NONE_HEALTHY})
 
 
 def _has(amount: int) -> str:
