@@ -92,6 +92,8 @@ class ClusterView:
         engine places nothing more there. Use reserve() for a new allocation. Replaces an
         earlier allocation of the same pod.
         """
+        if self._allocations.get(allocation.pod_uid) == allocation:
+            return  # a bound pod's status update: nothing to redo
         self.remove_allocation(allocation.pod_uid)
         self._record(allocation)
         state = self._nodes.get(allocation.node)

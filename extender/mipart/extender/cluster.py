@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 import structlog
 
 from mipart.domain.placement import ClusterView, NodeCapacity
-from mipart.extender.inventory import capacity_of
+from mipart.extender.inventory import capacity_of, ready_of, same_inventory
 from mipart.kube.api import KubeApi
 from mipart.kube.informer import Informer, wait_all_synced
 from mipart.kube.objects import FINISHED, GPUNODES, allocation_of
@@ -81,8 +81,11 @@ class ClusterState:
                 self.view.remove_node(key)
                 self._ready.pop(key, None)
                 return
-            capacity = capacity_of(new, now=datetime.now(UTC), stale_after_s=self._stale_after_s)
-            self._set(capacity)
+            now, stale_after_s = datetime.now(UTC), self._stale_after_s
+            ready = ready_of(new, now=now, stale_after_s=stale_after_s)
+            if old is not None and same_inventory(old, new) and self._ready.get(key) == ready:
+                return  # a heartbeat, and the node's readiness stands
+            self._set(capacity_of(new, now=now, stale_after_s=stale_after_s))
 
     def _on_pod(self, key: str, old: dict[str, Any] | None, new: dict[str, Any] | None) -> None:
         uid = str(((new or old) or {}).get("metadata", {}).get("uid"))
@@ -104,6 +107,9 @@ class ClusterState:
             now = datetime.now(UTC)
             for gpunode in self.gpunodes.items():
                 name = gpunode["metadata"]["name"]
+                ready = ready_of(gpunode, now=now, stale_after_s=self._stale_after_s)
+                if self._ready.get(name) == ready:
+                    continue
                 capacity = capacity_of(gpunode, now=now, stale_after_s=self._stale_after_s)
                 with self._lock:
                     if self._ready.get(name) != capacity.ready:

@@ -23,18 +23,36 @@ def heartbeat_age(gpunode: dict[str, Any], now: datetime) -> float | None:
     return (now - seen).total_seconds()
 
 
-def capacity_of(gpunode: dict[str, Any], *, now: datetime, stale_after_s: float) -> NodeCapacity:
-    """What the node offers. A stale heartbeat or a non-Ready daemon makes the node not ready:
-    its inventory may no longer be true, so nothing new goes there."""
-    name = gpunode["metadata"]["name"]
+def ready_of(gpunode: dict[str, Any], *, now: datetime, stale_after_s: float) -> bool:
+    """A stale heartbeat or a non-Ready daemon makes the node not ready: its inventory may no
+    longer be true, so nothing new goes there."""
     status = gpunode.get("status") or {}
-    spec_gpus = (gpunode.get("spec") or {}).get("gpus", [])
-    spec_drained = {int(g["index"]) for g in spec_gpus if g.get("drained")}
     age = heartbeat_age(gpunode, now)
     ready_condition: dict[str, Any] = next(
         (c for c in status.get("conditions", []) if c.get("type") == "Ready"), {}
     )
-    ready = age is not None and age <= stale_after_s and ready_condition.get("status") == "True"
+    return age is not None and age <= stale_after_s and ready_condition.get("status") == "True"
+
+
+def same_inventory(old: dict[str, Any], new: dict[str, Any]) -> bool:
+    """Whether two versions of a GPUNode offer the same (heartbeat and metadata aside): most
+    updates are a daemon's heartbeat, and rebuilding a node's capacity for each would cost
+    O(partitions) per node every few seconds."""
+    if old.get("spec") != new.get("spec"):
+        return False
+    before, after = old.get("status") or {}, new.get("status") or {}
+    return before.keys() == after.keys() and all(
+        before[k] == after[k] for k in before if k != "heartbeatTime"
+    )
+
+
+def capacity_of(gpunode: dict[str, Any], *, now: datetime, stale_after_s: float) -> NodeCapacity:
+    """What the node offers, and whether it is ready (ready_of)."""
+    name = gpunode["metadata"]["name"]
+    status = gpunode.get("status") or {}
+    spec_gpus = (gpunode.get("spec") or {}).get("gpus", [])
+    spec_drained = {int(g["index"]) for g in spec_gpus if g.get("drained")}
+    ready = ready_of(gpunode, now=now, stale_after_s=stale_after_s)
     try:
         memory = MemoryMode(status.get("memoryPartition", "NPS1"))
     except ValueError:
