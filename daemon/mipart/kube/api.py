@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import orjson
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
+
+POOL_SIZE = 32
+# The config loaders' credential hook runs before every request and re-applies the whole
+# configuration; setting the host re-reads the proxy settings from the environment, a third
+# of the extender's CPU per Binding POST. Credentials are refreshed minutes before they expire
+# (kubeconfig: 5 min early; in-cluster: the token file is re-read every minute), so checking
+# once a second loses nothing.
+CREDENTIAL_CHECK_S = 1.0
 
 
 class KubeError(Exception):
@@ -31,10 +40,20 @@ class KubeApi:
 
     @classmethod
     def connect(cls, kubeconfig: Path | None = None) -> KubeApi:
+        configuration = client.Configuration()
         if kubeconfig is not None:
-            return cls(config.new_client_from_config(config_file=str(kubeconfig)))  # type: ignore[no-untyped-call]
-        config.load_incluster_config()  # type: ignore[no-untyped-call]
-        return cls(client.ApiClient())
+            config.load_kube_config(  # type: ignore[no-untyped-call]
+                config_file=str(kubeconfig), client_configuration=configuration
+            )
+        else:
+            config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+        # Each watch holds a connection for its lifetime, and the extender POSTs a Binding per
+        # pod from as many threads as kube-scheduler binds at once. Past the pool's size
+        # (the client's default: 5 per CPU) every request opens a new TLS connection, and the
+        # handshakes cost the API server more CPU than the requests.
+        configuration.connection_pool_maxsize = POOL_SIZE
+        _ThrottledCredentials.install(configuration, CREDENTIAL_CHECK_S)
+        return cls(client.ApiClient(configuration))
 
     def request(
         self,
@@ -121,3 +140,30 @@ class KubeApi:
             # This client returns error statuses rather than raising them.
             raise KubeError(response.status, response.reason or "", response.read().decode())
         return response
+
+
+class _ThrottledCredentials:
+    """Runs the config loader's credential hook at most every ``seconds``. Each run installs
+    the loader's hook again (with what it just loaded): adopt it and put this back in front."""
+
+    def __init__(self, hook: Callable[[Any], None], seconds: float) -> None:
+        self._hook = hook
+        self._seconds = seconds
+        self._last = -seconds
+
+    @classmethod
+    def install(cls, configuration: Any, seconds: float) -> None:
+        hook = getattr(configuration, "refresh_api_key_hook", None)
+        if hook is not None:
+            configuration.refresh_api_key_hook = cls(hook, seconds)
+
+    def __call__(self, configuration: Any) -> None:
+        now = time.monotonic()
+        if now - self._last < self._seconds:
+            return
+        self._last = now
+        self._hook(configuration)
+        installed = configuration.refresh_api_key_hook
+        if installed is not self:
+            self._hook = installed
+            configuration.refresh_api_key_hook = self
