@@ -56,48 +56,72 @@ class NodeState:
     # --- allocations -------------------------------------------------------------------
 
     def add(self, allocation: Allocation) -> None:
-        self._apply(allocation, +1)
-        self.refresh()
+        self._change(allocation, +1)
 
     def remove(self, pod_uid: str) -> None:
         allocation = self.allocations.get(pod_uid)
         if allocation is not None:
-            self._apply(allocation, -1)
-            self.refresh()
+            self._change(allocation, -1)
 
-    def _apply(self, allocation: Allocation, sign: int) -> None:
+    def _change(self, allocation: Allocation, sign: int) -> None:
+        """Apply one allocation and bring the summaries up to date: only the modes it touches,
+        unless it names partitions the node does not report (those block GPUs: a full
+        refresh). Every bind and every finished pod comes here."""
+        orphans = sum(self.orphans.values())
+        touched = self._apply(allocation, sign)
+        if sum(self.orphans.values()) != orphans:
+            self.refresh()
+            return
+        for part, before in touched:
+            change = part.used_bytes - before
+            self.gpu_used[part.gpu] += change
+            if part.usable:
+                self.used_bytes += change
+        for mode in {part.mode for part, _ in touched if part.usable}:
+            self.modes[mode] = summarize(self.mode_parts[mode])
+        if self.block_reason is None:
+            self.limits = limits_of(self.modes)
+        self.ladders.clear()
+
+    def _apply(self, allocation: Allocation, sign: int) -> list[tuple[Part, int]]:
+        """Count (+1) or uncount (-1) an allocation on its partitions; returns each partition
+        it holds with the memory it used before."""
         if sign > 0:
             self.allocations[allocation.pod_uid] = allocation
         else:
             del self.allocations[allocation.pod_uid]
         exclusive = allocation.sharing is Sharing.EXCLUSIVE
+        touched = []
         for pid in allocation.partition_ids:
             part = self.by_id.get(pid)
             if part is None:
                 self.orphans[gpu_of_partition_id(pid)] += sign
                 continue
+            touched.append((part, part.used_bytes))
             part.instances += sign
             if exclusive:
                 part.exclusive += sign
             else:
                 part.shared_bytes += sign * (allocation.memory_bytes + INSTANCE_OVERHEAD_BYTES)
+        return touched
 
     # --- summaries -----------------------------------------------------------------------
 
     def refresh(self) -> None:
+        """Everything from the partitions: on creation, and when blocked GPUs change."""
         drained = self.capacity.drained_gpus
         blocked = {gpu for gpu, n in self.orphans.items() if n > 0}
-        by_mode: dict[ComputeMode, list[Part]] = {}
+        self.mode_parts: dict[ComputeMode, list[Part]] = {}
         self.gpu_used: dict[int, int] = {}
         self.used_bytes = self.total_bytes = 0
         for part in self.parts:
             part.usable = part.healthy and part.gpu not in drained and part.gpu not in blocked
             self.gpu_used[part.gpu] = self.gpu_used.get(part.gpu, 0) + part.used_bytes
             if part.usable:
-                by_mode.setdefault(part.mode, []).append(part)
+                self.mode_parts.setdefault(part.mode, []).append(part)
                 self.used_bytes += part.used_bytes
                 self.total_bytes += part.size
-        self.modes = {mode: summarize(parts) for mode, parts in by_mode.items()}
+        self.modes = {mode: summarize(parts) for mode, parts in self.mode_parts.items()}
         self.block_reason = self._block_reason(blocked)
         self.limits = limits_of(self.modes) if self.block_reason is None else {}
         self.ladders.clear()
