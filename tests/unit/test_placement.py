@@ -15,6 +15,7 @@ from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
+from mipart.domain.cluster_view import _CACHE_SHAPES, _key
 from mipart.domain.layout import NodeLayout
 from mipart.domain.partitions import GPU_MEMORY_BYTES, ComputeMode, MemoryMode
 from mipart.domain.placement import (
@@ -950,3 +951,18 @@ def test_victims_are_the_smallest_set_by_brute_force(
     assert fits_without(got)
     assert {v.pod_uid for v in got} <= {c.pod_uid for c in candidates}
     assert (sum(v.total_bytes for v in got), len(got)) == best
+
+
+def test_answers_are_kept_for_the_most_recently_asked_shapes() -> None:
+    """Past the cache's size the least recently asked shape goes, not every shape: a cluster
+    with one more shape than that must not judge every node again on every call."""
+    view = ClusterView([node("n", SPX)])
+    shapes = [request(1 + i) for i in range(_CACHE_SHAPES + 1)]
+    for shape in shapes[:_CACHE_SHAPES]:
+        view.filter(shape)
+    view.filter(shapes[0])  # asked again: now the most recent
+    view.filter(shapes[-1])  # one shape too many: shapes[1] goes
+    kept = view._fit_answers
+    assert len(kept) == _CACHE_SHAPES
+    assert _key(shapes[0], None) in kept
+    assert _key(shapes[1], None) not in kept
