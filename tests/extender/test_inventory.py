@@ -12,6 +12,7 @@ from mipart.domain.partitions import ComputeMode, MemoryMode, partitions_of
 from mipart.extender.cluster import ClusterState
 from mipart.extender.inventory import ready_of, same_inventory
 from mipart.kube.api import KubeApi
+from tests.support.kube import bound_pod
 
 NOW = datetime(2026, 11, 24, 12, 0, 0, tzinfo=UTC)
 
@@ -99,3 +100,24 @@ def test_the_view_is_rebuilt_only_when_the_offer_or_readiness_changes() -> None:
     assert not cluster.view.capacity("n").ready  # type: ignore[union-attr]
     cluster._on_gpunode("n", stale, cpx)
     assert cluster.view.capacity("n").ready  # type: ignore[union-attr]
+
+
+def test_a_pods_status_updates_keep_its_allocation_and_finishing_frees_it() -> None:
+    cluster = ClusterState(KubeApi(None), scheduler_name="s", stale_after_s=30)
+    cluster._on_gpunode("n", None, gpunode(datetime.now(UTC)))
+    pending: dict[str, Any] = {"metadata": {"name": "p", "namespace": "d", "uid": "u"}, "spec": {}}
+    bound = bound_pod("p", "n", ["gpu0-spx-0"], 8 * 2**30)
+    bound["metadata"].update(namespace="d", uid="u")
+    cluster._on_pod("d/p", None, pending)
+    cluster._on_pod("d/p", pending, bound)
+    assert cluster.view.allocation("u") is not None
+
+    running = copy.deepcopy(bound)
+    running["status"] = {"phase": "Running", "podIP": "10.0.0.1"}
+    cluster._on_pod("d/p", bound, running)
+    assert cluster.view.allocation("u") is not None
+
+    done = copy.deepcopy(running)
+    done["status"]["phase"] = "Succeeded"
+    cluster._on_pod("d/p", running, done)
+    assert cluster.view.allocation("u") is None

@@ -20,7 +20,7 @@ from mipart.domain.placement import ClusterView, NodeCapacity
 from mipart.extender.inventory import capacity_of, ready_of, same_inventory
 from mipart.kube.api import KubeApi
 from mipart.kube.informer import Informer, wait_all_synced
-from mipart.kube.objects import FINISHED, GPUNODES, allocation_of
+from mipart.kube.objects import ALLOCATION, FINISHED, GPUNODES, allocation_of
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
@@ -88,6 +88,8 @@ class ClusterState:
             self._set(capacity_of(new, now=now, stale_after_s=stale_after_s))
 
     def _on_pod(self, key: str, old: dict[str, Any] | None, new: dict[str, Any] | None) -> None:
+        if old is not None and new is not None and _holding(old) == _holding(new):
+            return  # a status update (most pod events after a bind): it holds what it held
         uid = str(((new or old) or {}).get("metadata", {}).get("uid"))
         with self._lock:
             if new is None:
@@ -119,3 +121,14 @@ class ClusterState:
     def _set(self, capacity: NodeCapacity) -> None:
         self._ready[capacity.name] = capacity.ready
         self.view.set_node(capacity)
+
+
+def _holding(pod: dict[str, Any]) -> tuple[object, ...]:
+    """What decides the allocation a pod holds (see _on_pod and allocation_of)."""
+    meta, spec = pod.get("metadata") or {}, pod.get("spec") or {}
+    return (
+        meta.get("uid"),
+        (meta.get("annotations") or {}).get(ALLOCATION),
+        spec.get("nodeName"),
+        (pod.get("status") or {}).get("phase") in FINISHED,
+    )
