@@ -21,6 +21,7 @@ from collections.abc import Iterable
 from mipart.domain.cluster_view import ClusterView
 from mipart.domain.placement_types import (
     INSTANCE_OVERHEAD_BYTES,
+    QOS_RANK,
     TENSOR_PARALLEL_DEGREES,
     Allocation,
     Evaluation,
@@ -44,6 +45,7 @@ from mipart.domain.reasons import summarize_rejections
 
 __all__ = [
     "INSTANCE_OVERHEAD_BYTES",
+    "QOS_RANK",
     "TENSOR_PARALLEL_DEGREES",
     "Allocation",
     "ClusterView",

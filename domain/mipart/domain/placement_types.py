@@ -37,9 +37,14 @@ class PlacementConflict(ValueError):
 
 
 class QosClass(StrEnum):
+    """Most urgent first: the order the queue releases in and preemption ranks by."""
+
     LATENCY = "latency"
     STANDARD = "standard"
     BATCH = "batch"
+
+
+QOS_RANK = {qos: rank for rank, qos in enumerate(QosClass)}  # 0: the most urgent
 
 
 class Sharing(StrEnum):

@@ -13,16 +13,14 @@ from dataclasses import dataclass, replace
 
 from mipart.domain.partitions import ComputeMode, MemoryMode, is_compatible
 from mipart.domain.placement import (
+    QOS_RANK,
     Allocation,
     ClusterView,
     PartitionRequest,
-    QosClass,
     allocation_for,
 )
 from mipart.domain.planner_nodes import GpuPlan, NodePlan, natural_over
 from mipart.domain.planner_types import Admission, Waiting
-
-_QOS_RANK = {qos: rank for rank, qos in enumerate(QosClass)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,7 +165,7 @@ class WhatIf:
             placements=tuple(placements),
             placed_bytes=sum(a.total_bytes for _, a in placements),
             used_bytes=sum(sizes[pid] for pid in used),
-            qos_rank=min(_QOS_RANK[self.demand[pos].request.qos] for pos, _ in placements),
+            qos_rank=min(QOS_RANK[self.demand[pos].request.qos] for pos, _ in placements),
         )
 
     def commit(self, option: Option) -> None:

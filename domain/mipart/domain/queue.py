@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, replace
 from mipart.domain.cluster_view import ClusterView
 from mipart.domain.partitions import ComputeMode
 from mipart.domain.placement_types import (
+    QOS_RANK,
     PartitionRequest,
     Placement,
     PlacementConflict,
@@ -27,8 +28,7 @@ from mipart.domain.placement_types import (
 )
 from mipart.domain.reasons import summarize_rejections
 
-CLASS_ORDER = (QosClass.LATENCY, QosClass.STANDARD, QosClass.BATCH)
-_RANK = {qos: rank for rank, qos in enumerate(CLASS_ORDER)}
+CLASS_ORDER = tuple(QosClass)
 # Hypothetical allocations carry this prefix, so they can never clash with a pod's UID.
 _HYPOTHETICAL = "queue:"
 
@@ -76,7 +76,7 @@ PreemptHook = Callable[[ClusterView, "QueuedPod"], tuple[object | None, str, boo
 
 
 def order(pods: Iterable[QueuedPod]) -> list[QueuedPod]:
-    return sorted(pods, key=lambda p: (_RANK[p.qos], p.created, p.key))
+    return sorted(pods, key=lambda p: (QOS_RANK[p.qos], p.created, p.key))
 
 
 def hold_to_plan(

@@ -17,11 +17,9 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
 from mipart.domain.cluster_view import ClusterView
-from mipart.domain.placement_types import Allocation, QosClass
+from mipart.domain.placement_types import QOS_RANK, Allocation, QosClass
 from mipart.domain.preemption import victims_for
-from mipart.domain.queue import CLASS_ORDER, QueuedPod
-
-_RANK = {qos: rank for rank, qos in enumerate(CLASS_ORDER)}
+from mipart.domain.queue import QueuedPod
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +63,7 @@ def plan_preemption(
     going = [a for uid in leaving if (a := view.allocation(uid)) is not None]
     if going and _fits_without(view, pod, going):
         return Awaiting(len(going))
-    rank = _RANK[pod.qos]
+    rank = QOS_RANK[pod.qos]
     best: Preemption | None = None
     for node in sorted(view.node_names):
         capacity = view.capacity(node)
@@ -78,7 +76,7 @@ def plan_preemption(
             a
             for a in staying
             if a.pod_uid in class_of
-            and _RANK[class_of[a.pod_uid]] > rank
+            and QOS_RANK[class_of[a.pod_uid]] > rank
             and a.pod_uid not in protected
         ]
         if not candidates:

@@ -11,12 +11,8 @@ from mipart.domain.queue import QueuedPod
 from mipart.extender.annotations import PLANNED_MODE, AnnotationError, parse_request
 from mipart.extender.annotations import qos_of as annotation_qos
 from mipart.extender.webhook import QUEUE_GATE
+from mipart.kube.informer import object_key
 from mipart.kube.objects import FINISHED, allocation_of
-
-
-def key_of(pod: dict[str, Any]) -> str:
-    meta = pod["metadata"]
-    return f"{meta.get('namespace', 'default')}/{meta['name']}"
 
 
 def is_gated(pod: dict[str, Any]) -> bool:
@@ -57,7 +53,7 @@ def queued_pod(pod: dict[str, Any]) -> QueuedPod | None:
     except AnnotationError:
         return None
     created = datetime.fromisoformat(meta["creationTimestamp"].replace("Z", "+00:00"))
-    return QueuedPod(key_of(pod), meta["uid"], request, created.timestamp())
+    return QueuedPod(object_key(pod), meta["uid"], request, created.timestamp())
 
 
 def qos_of(pod: dict[str, Any]) -> QosClass:

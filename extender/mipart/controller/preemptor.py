@@ -68,38 +68,31 @@ class Preemptor:
             names = {name for covered in refused.values() for name in covered}
             for victim in preemption.victims:
                 if victim.pod in names:
-                    self._protected[victim.pod_uid] = time.monotonic() + self._protect_s
-            self.preemptions.labels("refused").inc()
-            self._events.warn(
+                    self._protect(victim.pod_uid)
+            return self._refused(
                 preemptor,
-                "PreemptionRefused",
                 f"would evict {len(preemption.victims)} pod(s) on {preemption.node}, but "
-                f"PodDisruptionBudget {', '.join(sorted(refused))} allows fewer disruptions; "
-                "looking for other victims",
+                f"PodDisruptionBudget {', '.join(sorted(refused))} allows fewer disruptions",
             )
-            return False
         for victim in preemption.victims:
             try:
                 evict(self._api, victim.pod, victim.pod_uid, dry_run=True)
             except KubeError as err:
                 if err.status == _TOO_MANY_REQUESTS:
-                    self._protected[victim.pod_uid] = time.monotonic() + self._protect_s
-                self.preemptions.labels("refused").inc()
-                self._events.warn(
-                    preemptor,
-                    "PreemptionRefused",
-                    f"would evict {victim.pod} on {preemption.node}, but the API server "
-                    f"refused ({err.status}: {err.message}); looking for other victims",
-                )
+                    self._protect(victim.pod_uid)
                 log.info("queue.preemption_refused", pod=preemption.pod.key, victim=victim.pod)
-                return False
+                return self._refused(
+                    preemptor,
+                    f"would evict {victim.pod} on {preemption.node}, but the API server "
+                    f"refused ({err.status}: {err.message})",
+                )
         for victim in preemption.victims:
             try:
                 evict(self._api, victim.pod, victim.pod_uid)
             except KubeError as err:
                 log.warning("queue.eviction_failed", victim=victim.pod, status=err.status)
                 if err.status == _TOO_MANY_REQUESTS:  # a budget changed since the check
-                    self._protected[victim.pod_uid] = time.monotonic() + self._protect_s
+                    self._protect(victim.pod_uid)
                     self.preemptions.labels("refused").inc()
                     return False
                 continue  # gone meanwhile: its room is free anyway
@@ -115,3 +108,12 @@ class Preemptor:
         self._events.normal(preemptor, "Preempting", preemption.description)
         log.info("queue.preempting", pod=preemption.pod.key, detail=preemption.description)
         return True
+
+    def _protect(self, victim_uid: str) -> None:
+        """Leave this victim alone for a while: a budget or the API server refused it."""
+        self._protected[victim_uid] = time.monotonic() + self._protect_s
+
+    def _refused(self, preemptor: dict[str, Any], why: str) -> bool:
+        self.preemptions.labels("refused").inc()
+        self._events.warn(preemptor, "PreemptionRefused", f"{why}; looking for other victims")
+        return False

@@ -20,7 +20,6 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from mipart.controller.pods import (
     is_gated,
     is_in_flight,
-    key_of,
     qos_of,
     queued_pod,
     release_patch,
@@ -42,6 +41,7 @@ from mipart.domain.queue_preemption import Awaiting, Preemption, plan_preemption
 from mipart.extender.cluster import ClusterState
 from mipart.extender.events import EventReporter
 from mipart.kube.api import KubeApi, KubeError
+from mipart.kube.informer import object_key
 from mipart.kube.objects import allocation_of
 from mipart.runtime.periodic import Periodic
 
@@ -202,7 +202,7 @@ class Releaser:
         self._events.normal(
             pod,
             "Released",
-            f"room found for {queued.qos.value} pod {key_of(pod)} after "
+            f"room found for {queued.qos.value} pod {object_key(pod)} after "
             f"{now - queued.created:.1f} s in the queue",
         )
         return True

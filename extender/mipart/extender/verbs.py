@@ -20,6 +20,7 @@ import structlog
 
 from mipart.domain.allocation_codec import encode
 from mipart.domain.placement import (
+    QOS_RANK,
     Allocation,
     ClusterView,
     PartitionRequest,
@@ -28,7 +29,6 @@ from mipart.domain.placement import (
     allocation_for,
     victims_for,
 )
-from mipart.domain.queue import CLASS_ORDER
 from mipart.domain.reasons import summarize_rejections
 from mipart.extender.annotations import AnnotationError, parse_request, qos_of
 from mipart.extender.cluster import ClusterState
@@ -210,7 +210,7 @@ def _victims(
     proposals: dict[str, Any],
     classes: dict[str, QosClass],
 ) -> dict[str, Any]:
-    rank = CLASS_ORDER.index(request.qos)
+    rank = QOS_RANK[request.qos]
     answer: dict[str, Any] = {}
     for node, proposal in proposals.items():
         if not isinstance(proposal, dict):
@@ -223,8 +223,7 @@ def _victims(
         candidates = [
             a
             for a in on_node
-            if a.pod_uid in uids
-            and CLASS_ORDER.index(classes.get(a.pod_uid, QosClass.STANDARD)) > rank
+            if a.pod_uid in uids and QOS_RANK[classes.get(a.pod_uid, QosClass.STANDARD)] > rank
         ]
         chosen = victims_for(request, capacity, on_node, candidates)
         if chosen is None:
