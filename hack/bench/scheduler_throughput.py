@@ -26,6 +26,13 @@ favours neither, and the pods are deleted between runs. Prints each run, the rat
 means, and the CPU each process spent per pod (every component shares the machine's CPUs).
 Figures only: nothing here passes or fails (DESIGN.md §4).
 
+Then the same runs again with hack/bench/reference-extender in the extender's place: the same
+protocol (filter, prioritize, bind with an annotated Binding) and the same watches (pods and
+GPUNodes), no placement at all, in Go with client-go. Its ratio is what an extender of this
+design keeps on this machine whatever it decides, so the two ratios side by side tell what
+the protocol costs from what mipart's extender costs. It is built with Go on first use and
+cached; --no-reference skips it.
+
 The scheduler's own API client is rate-limited (clientConnection qps/burst; the manifest
 leaves kube-scheduler's defaults, 50/100). Without the extender the scheduler POSTs every
 Binding itself, so that limit, not scheduling, caps the run at 50 pods/s after the first 100;
@@ -37,7 +44,9 @@ else in the configuration changes. --manifest-client-limits keeps the manifest a
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
+import subprocess
 import sys
 import threading
 import time
@@ -234,6 +243,56 @@ def start_extender(plane: ControlPlane) -> Process:
     return extender
 
 
+REFERENCE_SOURCE = REPO_ROOT / "hack" / "bench" / "reference-extender"
+MIPART, REFERENCE = "mipart", "reference"
+
+
+def build_reference_extender() -> Path:
+    """The reference extender's binary, built once per version of its sources into the same
+    cache as the Kubernetes binaries."""
+    sources = sorted(REFERENCE_SOURCE.glob("go.*")) + sorted(REFERENCE_SOURCE.glob("*.go"))
+    digest = hashlib.sha256(b"".join(f.read_bytes() for f in sources)).hexdigest()[:16]
+    cache = Path(
+        os.environ.get("MIPART_CACHE_DIR")
+        or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "mipart"
+    )
+    binary = cache / "bench" / f"reference-extender-{digest}"
+    if not binary.exists():
+        print_progress(f"building the reference extender into {binary}")
+        binary.parent.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, "CGO_ENABLED": "0", "GOFLAGS": "-trimpath -buildvcs=false"}
+        subprocess.run(
+            ["go", "build", "-o", str(binary), "."], cwd=REFERENCE_SOURCE, env=env, check=True
+        )
+    return binary
+
+
+def start_reference_extender(plane: ControlPlane, binary: Path) -> Process:
+    """As start_extender, with the reference extender in its place."""
+    token = plane.service_account_kubeconfig("mipart-system", "mipart-scheduler")
+    extender = Process.start(
+        "reference-extender",
+        [
+            str(binary),
+            "--listen",
+            f"127.0.0.1:{plane.extender_port}",
+            "--kubeconfig",
+            str(token),
+            "--scheduler-name",
+            SCHEDULER_NAME,
+        ],
+        plane.log_dir / "reference-extender.log",
+        detach=False,
+    )
+    wait_until(
+        "the reference extender to serve",
+        lambda: http_ok(f"http://127.0.0.1:{plane.extender_port}/readyz"),
+        timeout=60,
+        process=extender,
+    )
+    return extender
+
+
 def extender_allocations(plane: ControlPlane) -> int:
     url = f"http://127.0.0.1:{plane.extender_port}/debug/allocations"
     with urllib.request.urlopen(url, timeout=10) as reply:
@@ -343,6 +402,7 @@ class PodWatch:
 
 @dataclass(frozen=True)
 class Run:
+    extender: str  # whose extender served (MIPART or REFERENCE), called or not
     mode: str
     kind: str
     pods: int
@@ -389,17 +449,19 @@ class Bench:
         api: KubeApi,
         watch: PodWatch,
         extender: Process,
+        extender_name: str,
         threads: int,
     ) -> None:
         self.plane = plane
         self.api = api
         self.watch = watch
         self.extender = extender
+        self.extender_name = extender_name
         self.threads = threads
         # Every process that shares the CPUs: where a run's time goes.
         self.processes = {
             **(plane.info.pids if plane.info else {}),
-            "mipart-extender": extender.pid,
+            "extender": extender.pid,
             "benchmark": os.getpid(),
         }
 
@@ -433,6 +495,7 @@ class Bench:
         cpu_after = self.cpu()
         last = max(bound.values(), default=time.monotonic())
         run = Run(
+            extender=self.extender_name,
             mode=mode,
             kind=WITH if with_extender else WITHOUT,
             pods=count,
@@ -488,6 +551,8 @@ def create_namespace(api: KubeApi) -> None:
 
 
 def benchmark(args: argparse.Namespace) -> list[Run]:
+    # Built before the cluster starts: a first build takes a minute of the machine's CPUs.
+    reference = None if args.no_reference else build_reference_extender()
     plane = ControlPlane(STATE_DIR)
     extender: Process | None = None
     heartbeat: Heartbeat | None = None
@@ -507,31 +572,22 @@ def benchmark(args: argparse.Namespace) -> list[Run]:
         publish_gpunodes(api, plane.node_names)
         heartbeat = Heartbeat(api, plane.node_names)
         heartbeat.start()
-        print_progress("starting the extender")
-        extender = start_extender(plane)
         create_namespace(api)
         watch = PodWatch(api)
         watch.start()
-        bench = Bench(plane, api, watch, extender, args.threads)
-
-        # Untimed: the first pods pay for connections, caches and lazy start-up in every
-        # component; no timed run should.
-        print_progress("warm-up")
-        for with_extender in (False, True):
-            warm = bench.run("warmup", args.warmup, mode=STREAM, with_extender=with_extender)
-            if warm.bound < warm.pods:
-                raise RuntimeError(f"warm-up: {warm.bound}/{warm.pods} pods bound ({warm.kind})")
-
         runs: list[Run] = []
-        # without, with, with, without, ...: each kind runs as often first as second.
-        order = [i % 4 in (1, 2) for i in range(2 * args.rounds)]
-        for mode in (STREAM, BACKLOG):
-            for number, with_extender in enumerate(order, 1):
-                kind = WITH if with_extender else WITHOUT
-                print_progress(f"{mode} run {number}/{len(order)}: {args.pods} pods, {kind}")
-                runs.append(
-                    bench.run(f"{mode}{number}", args.pods, mode=mode, with_extender=with_extender)
-                )
+        starters: list[tuple[str, Callable[[], Process]]] = [
+            (MIPART, lambda: start_extender(plane))
+        ]
+        if reference is not None:
+            starters.append((REFERENCE, lambda: start_reference_extender(plane, reference)))
+        for name, start in starters:
+            print_progress(f"starting the {name} extender")
+            extender = start()
+            bench = Bench(plane, api, watch, extender, name, args.threads)
+            runs += timed_runs(bench, args)
+            extender.stop()
+            extender = None
         return runs
     finally:
         print_progress("tearing down")
@@ -542,6 +598,30 @@ def benchmark(args: argparse.Namespace) -> list[Run]:
         if extender is not None:
             extender.stop()
         plane.stop(keep_logs=True)
+
+
+def timed_runs(bench: Bench, args: argparse.Namespace) -> list[Run]:
+    """Warm-up, then each mode's runs, with and without the extender alternating."""
+    # Untimed: the first pods pay for connections, caches and lazy start-up in every
+    # component; no timed run should.
+    print_progress("warm-up")
+    for with_extender in (False, True):
+        warm = bench.run("warmup", args.warmup, mode=STREAM, with_extender=with_extender)
+        if warm.bound < warm.pods:
+            raise RuntimeError(f"warm-up: {warm.bound}/{warm.pods} pods bound ({warm.kind})")
+    runs: list[Run] = []
+    # without, with, with, without, ...: each kind runs as often first as second.
+    order = [i % 4 in (1, 2) for i in range(2 * args.rounds)]
+    for mode in (STREAM, BACKLOG):
+        for number, with_extender in enumerate(order, 1):
+            kind = WITH if with_extender else WITHOUT
+            print_progress(
+                f"{bench.extender_name}: {mode} run {number}/{len(order)}: {args.pods} pods, {kind}"
+            )
+            runs.append(
+                bench.run(f"{mode}{number}", args.pods, mode=mode, with_extender=with_extender)
+            )
+    return runs
 
 
 def mean(values: list[float]) -> float:
@@ -567,29 +647,63 @@ def print_report(args: argparse.Namespace, runs: list[Run]) -> None:
         "last pod bound"
     )
     print()
+    print(
+        f"extender: {MIPART} = mipart's; {REFERENCE} = hack/bench/reference-extender (same "
+        "protocol and watches, no placement)"
+    )
+    print()
     print_table(
-        ["mode", "run", "kind", "pods", "bound", "create s", "seconds", "pods/s", "bind conflicts"],
         [
-            (r.mode, i, r.kind, r.pods, r.bound, r.create_s, r.seconds, r.pods_per_s, r.conflicts)
-            for i, r in enumerate(runs, 1)
+            "extender",
+            "mode",
+            "run",
+            "kind",
+            "pods",
+            "bound",
+            "create s",
+            "seconds",
+            "pods/s",
+            "bind conflicts",
         ],
+        [row(i, r) for i, r in enumerate(runs, 1)],
     )
     print()
     summary = []
-    for mode in (STREAM, BACKLOG):
-        with_rate = mean([r.pods_per_s for r in runs if r.mode == mode and r.kind == WITH])
-        without_rate = mean([r.pods_per_s for r in runs if r.mode == mode and r.kind == WITHOUT])
+    for extender, mode, selected in phases(runs):
+        with_rate = mean([r.pods_per_s for r in selected if r.kind == WITH])
+        without_rate = mean([r.pods_per_s for r in selected if r.kind == WITHOUT])
         ratio = with_rate / without_rate if without_rate else float("nan")
-        verdict = "met" if ratio >= 0.7 else "MISSED"
-        summary.append((mode, with_rate, without_rate, round(ratio, 2), verdict))
+        # The target is mipart's; the reference's ratio is what it is measured against.
+        verdict = ("met" if ratio >= 0.7 else "MISSED") if extender == MIPART else ""
+        summary.append((extender, mode, with_rate, without_rate, round(ratio, 2), verdict))
     print_table(
-        ["mode", "with pods/s", "without pods/s", "ratio with/without", "target >= 0.70"],
+        [
+            "extender",
+            "mode",
+            "with pods/s",
+            "without pods/s",
+            "ratio with/without",
+            "target >= 0.70",
+        ],
         summary,
     )
     if any(r.bound < r.pods for r in runs):
         print("note: some runs timed out before every pod was bound; their rate counts the bound")
     print()
     print_cpu(runs)
+
+
+def row(number: int, r: Run) -> tuple[object, ...]:
+    return (
+        *(r.extender, r.mode, number, r.kind, r.pods, r.bound),
+        *(r.create_s, r.seconds, r.pods_per_s, r.conflicts),
+    )
+
+
+def phases(runs: list[Run]) -> list[tuple[str, str, list[Run]]]:
+    """(extender, mode, its runs) in the order they ran."""
+    keys = dict.fromkeys((r.extender, r.mode) for r in runs)
+    return [(e, m, [r for r in runs if (r.extender, r.mode) == (e, m)]) for e, m in keys]
 
 
 def print_cpu(runs: list[Run]) -> None:
@@ -602,9 +716,9 @@ def print_cpu(runs: list[Run]) -> None:
         return mean([1000 * cost(r) / max(1, r.bound) for r in selected])
 
     rows: list[tuple[object, ...]] = []
-    for mode in (STREAM, BACKLOG):
-        without = [r for r in runs if r.mode == mode and r.kind == WITHOUT]
-        with_ = [r for r in runs if r.mode == mode and r.kind == WITH]
+    for extender, mode, selected in phases(runs):
+        without = [r for r in selected if r.kind == WITHOUT]
+        with_ = [r for r in selected if r.kind == WITH]
         costs: list[tuple[str, Callable[[Run], float]]] = [
             *((name, lambda r, n=name: r.cpu.get(n, 0.0)) for name in processes),
             ("all processes", lambda r: sum(r.cpu.values())),
@@ -613,9 +727,9 @@ def print_cpu(runs: list[Run]) -> None:
         ]
         for name, cost in costs:
             a, b = per_pod(without, cost), per_pod(with_, cost)
-            rows.append((mode, name, a, b, b - a))
+            rows.append((extender, mode, name, a, b, b - a))
     print("CPU ms per pod bound over the timed interval, mean of the runs of each kind:")
-    print_table(["mode", "process", "without", "with extender", "difference"], rows)
+    print_table(["extender", "mode", "process", "without", "with extender", "difference"], rows)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -631,6 +745,11 @@ def main(argv: list[str] | None = None) -> int:
         "--manifest-client-limits",
         action="store_true",
         help="keep the manifest's scheduler API client limits (see the module docstring)",
+    )
+    parser.add_argument(
+        "--no-reference",
+        action="store_true",
+        help="skip the runs with the reference extender (see the module docstring)",
     )
     args = parser.parse_args(argv)
     # The benchmark's watch logs a traceback when the API server goes away at teardown;
