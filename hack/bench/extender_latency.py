@@ -468,6 +468,18 @@ class Result:
     pods: int
     unschedulable: int
     profile: str | None
+    # The extender process's resident memory once its cluster is built, and after the pods:
+    # the difference is what the view's caches (standing answers among them) grew to.
+    rss_setup_mib: float
+    rss_end_mib: float
+
+
+def rss_mib(pid: int | None) -> float:
+    """Resident memory of a process (Linux /proc), in MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
 
 
 def measure(count: int, *, pods_timed: int, warmup: int, seed: int, profile: bool) -> Result:
@@ -480,6 +492,7 @@ def measure(count: int, *, pods_timed: int, warmup: int, seed: int, profile: boo
     theirs.close()  # so that recv() sees EOF if the server dies
     try:
         port, facts = ours.recv()
+        rss_setup = rss_mib(server.pid)
         client = Client(port)
         names = node_names(count)
         stream = pods(random.Random(seed + 1))
@@ -489,6 +502,7 @@ def measure(count: int, *, pods_timed: int, warmup: int, seed: int, profile: boo
         for _ in range(pods_timed):
             client.schedule(next(stream), names, record=True)
         after = client.server_seconds()
+        rss_end = rss_mib(server.pid)
         client.conn.close()
         server_mean = {}
         for verb, (total, calls) in after.items():
@@ -497,7 +511,16 @@ def measure(count: int, *, pods_timed: int, warmup: int, seed: int, profile: boo
                 server_mean[verb] = (total - total_before) / (calls - calls_before)
         ours.send("stop")
         report = ours.recv() if profile else None
-        return Result(facts, client.calls, server_mean, pods_timed, client.unschedulable, report)
+        return Result(
+            facts,
+            client.calls,
+            server_mean,
+            pods_timed,
+            client.unschedulable,
+            report,
+            rss_setup,
+            rss_end,
+        )
     finally:
         server.join(timeout=30)
         if server.is_alive():
@@ -525,7 +548,10 @@ def kib(values: list[int]) -> float:
 
 def print_report(results: list[Result]) -> None:
     print_table(
-        ["nodes", "partitions", "allocations", "memory held %", "setup s", "pods", "unschedulable"],
+        [
+            "nodes", "partitions", "allocations", "memory held %", "setup s", "pods",
+            "unschedulable", "RSS MiB set up", "RSS MiB after pods",
+        ],
         [
             (
                 r.facts.nodes,
@@ -535,9 +561,15 @@ def print_report(results: list[Result]) -> None:
                 round(r.facts.setup_s, 1),
                 r.pods,
                 r.unschedulable,
+                r.rss_setup_mib,
+                r.rss_end_mib,
             )
             for r in results
         ],
+    )  # fmt: skip
+    print(
+        "RSS: the extender process's resident memory with its cluster built, and after the "
+        "pods\n(the growth: what the view's caches, standing answers among them, filled with)."
     )
     print()
     rows: list[tuple[object, ...]] = []
