@@ -120,6 +120,32 @@ def test_fuzzed_bodies_never_get_a_5xx_or_crash(
     assert extender.extender.alive()
 
 
+POD = {"metadata": {"name": "p", "uid": "u", "annotations": {"mipart.io/memory": "8Gi"}}}
+
+
+@pytest.mark.parametrize("verb", ["/filter", "/prioritize"])
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ([POD], "ExtenderArgs must be an object"),
+        ({"NodeNames": ["mi300x-0"]}, "'Pod' must be a pod object"),
+        ({"Pod": POD, "NodeNames": None}, "configure the extender with nodeCacheCapable: true"),
+        ({"Pod": POD, "NodeNames": "mi300x-0"}, "'NodeNames' must be a list of node names"),
+        ({"Pod": POD, "NodeNames": ["mi300x-0", 7]}, "'NodeNames' must be a list of node names"),
+    ],
+)
+def test_bad_extender_args_get_a_400_that_names_the_field(
+    extender: Stack, control_plane: ControlPlane, verb: str, body: Any, message: str
+) -> None:
+    connection = http.client.HTTPConnection("127.0.0.1", control_plane.extender_port, timeout=10)
+    connection.request("POST", verb, json.dumps(body), {"Content-Type": "application/json"})
+    reply = connection.getresponse()
+    answer = json.loads(reply.read())
+    connection.close()
+    assert reply.status == 400
+    assert message in answer["Error"]
+
+
 def test_a_standby_refuses_until_its_scheduler_leads(
     control_plane: ControlPlane, extender: Stack, tmp_path: Path
 ) -> None:
