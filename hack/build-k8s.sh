@@ -7,6 +7,7 @@
 #
 #   hack/build-k8s.sh                 build what is missing, print progress
 #   hack/build-k8s.sh --print-bin-dir print the cache bin directory (builds nothing)
+#   hack/build-k8s.sh --print-cache-dir print the cache root, shared with other builds
 #   hack/build-k8s.sh --check         exit 0 when every binary is already cached
 #
 # Environment: MIPART_CACHE_DIR (default ${XDG_CACHE_HOME:-~/.cache}/mipart).
@@ -35,9 +36,10 @@ all_cached() {
 
 case "${1:-}" in
   --print-bin-dir) echo "${BIN_DIR}"; exit 0 ;;
+  --print-cache-dir) echo "${CACHE_ROOT}"; exit 0 ;;
   --check) all_cached; exit $? ;;
   "") ;;
-  *) echo "usage: $0 [--print-bin-dir|--check]" >&2; exit 2 ;;
+  *) echo "usage: $0 [--print-bin-dir|--print-cache-dir|--check]" >&2; exit 2 ;;
 esac
 
 START=$SECONDS

@@ -75,10 +75,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from hack.bench import fleet
 from hack.bench.report import machine, print_table
 from tests.support import controlplane
-from tests.support.binaries import REPO_ROOT
+from tests.support.binaries import REPO_ROOT, cache_dir
 from tests.support.controlplane import ControlPlane, print_progress
 from tests.support.procs import Process, wait_until
-from tests.support.readiness import http_ok
+from tests.support.stack import mipart_extender_argv, start_extender_process
 
 STATE_DIR = REPO_ROOT / ".run" / "bench-cluster"
 GPUNODES = "/apis/mipart.io/v1alpha1/gpunodes"
@@ -86,10 +86,9 @@ NAMESPACE = "bench"
 SCHEDULER_NAME = "mipart-scheduler"
 PARTITION_RESOURCE = "mipart.io/partition"
 GI = 2**30
-# The daemons' heartbeat in the tests' stack is 5 s and the extender's staleness limit 30 s;
-# 10 s keeps every node Ready with a third of the API writes.
+# The daemons' heartbeat in the tests' stack is 5 s and the extender's staleness limit
+# (EXTENDER_STALE_AFTER_S) 30 s; 10 s keeps every node Ready with a third of the API writes.
 HEARTBEAT_S = 10.0
-STALE_AFTER_S = 30
 # Sizes that fit every layout's partitions somewhere, so every pod binds.
 MEMORY_SIZES = ("8Gi", "16Gi", "20Gi", "40Gi")
 WITH, WITHOUT = "with extender", "without"
@@ -216,31 +215,12 @@ def start_extender(plane: ControlPlane) -> Process:
     """As tests/support/stack.py starts it: the scheduler's service account, on the port the
     scheduler's configuration names, following the scheduler's leader lease."""
     token = plane.service_account_kubeconfig("mipart-system", "mipart-scheduler")
-    extender = Process.start(
+    return start_extender_process(
+        plane,
         "mipart-extender",
-        [
-            sys.executable,
-            "-m",
-            "mipart.extender.main",
-            "--listen",
-            f"127.0.0.1:{plane.extender_port}",
-            "--kubeconfig",
-            str(token),
-            "--log-format",
-            "json",
-            "--stale-after",
-            str(STALE_AFTER_S),
-        ],
+        mipart_extender_argv(plane, token),
         plane.log_dir / "mipart-extender.log",
-        detach=False,
     )
-    wait_until(
-        "the extender to serve",
-        lambda: http_ok(f"http://127.0.0.1:{plane.extender_port}/readyz"),
-        timeout=60,
-        process=extender,
-    )
-    return extender
 
 
 REFERENCE_SOURCE = REPO_ROOT / "hack" / "bench" / "reference-extender"
@@ -252,11 +232,7 @@ def build_reference_extender() -> Path:
     cache as the Kubernetes binaries."""
     sources = sorted(REFERENCE_SOURCE.glob("go.*")) + sorted(REFERENCE_SOURCE.glob("*.go"))
     digest = hashlib.sha256(b"".join(f.read_bytes() for f in sources)).hexdigest()[:16]
-    cache = Path(
-        os.environ.get("MIPART_CACHE_DIR")
-        or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "mipart"
-    )
-    binary = cache / "bench" / f"reference-extender-{digest}"
+    binary = cache_dir() / "bench" / f"reference-extender-{digest}"
     if not binary.exists():
         print_progress(f"building the reference extender into {binary}")
         binary.parent.mkdir(parents=True, exist_ok=True)
@@ -270,27 +246,18 @@ def build_reference_extender() -> Path:
 def start_reference_extender(plane: ControlPlane, binary: Path) -> Process:
     """As start_extender, with the reference extender in its place."""
     token = plane.service_account_kubeconfig("mipart-system", "mipart-scheduler")
-    extender = Process.start(
-        "reference-extender",
-        [
-            str(binary),
-            "--listen",
-            f"127.0.0.1:{plane.extender_port}",
-            "--kubeconfig",
-            str(token),
-            "--scheduler-name",
-            SCHEDULER_NAME,
-        ],
-        plane.log_dir / "reference-extender.log",
-        detach=False,
+    argv = [
+        str(binary),
+        "--listen",
+        f"127.0.0.1:{plane.extender_port}",
+        "--kubeconfig",
+        str(token),
+        "--scheduler-name",
+        SCHEDULER_NAME,
+    ]
+    return start_extender_process(
+        plane, "reference-extender", argv, plane.log_dir / "reference-extender.log"
     )
-    wait_until(
-        "the reference extender to serve",
-        lambda: http_ok(f"http://127.0.0.1:{plane.extender_port}/readyz"),
-        timeout=60,
-        process=extender,
-    )
-    return extender
 
 
 def extender_allocations(plane: ControlPlane) -> int:

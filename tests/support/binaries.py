@@ -24,6 +24,18 @@ class Binaries:
         return self.bin_dir.parent / "share" / "kwok-stages.yaml"
 
 
+def cache_dir() -> Path:
+    """Where built things are cached (MIPART_CACHE_DIR, default ~/.cache/mipart): the build
+    script's rule, asked of it so that there is one."""
+    return Path(_ask("--print-cache-dir"))
+
+
+def _ask(flag: str) -> str:
+    return subprocess.run(
+        [str(BUILD_SCRIPT), flag], capture_output=True, text=True, check=True
+    ).stdout.strip()
+
+
 def is_built() -> bool:
     return subprocess.run([str(BUILD_SCRIPT), "--check"], check=False).returncode == 0
 
@@ -31,9 +43,7 @@ def is_built() -> bool:
 def ensure_built() -> Binaries:
     """The cached binaries; a cold cache builds them first (about 10 minutes on 2 cores),
     with the build's progress on stderr (stdout stays for results, like a kubeconfig path)."""
-    bin_dir = subprocess.run(
-        [str(BUILD_SCRIPT), "--print-bin-dir"], capture_output=True, text=True, check=True
-    ).stdout.strip()
+    bin_dir = _ask("--print-bin-dir")
     if not is_built():
         subprocess.run([str(BUILD_SCRIPT)], check=True, stdout=sys.stderr)
     return Binaries(Path(bin_dir))

@@ -21,6 +21,37 @@ from tests.support.procs import Process, free_ports, wait_until
 from tests.support.readiness import http_ok
 
 WEBHOOK_MANIFEST = REPO_ROOT / "manifests" / "webhook" / "webhook.yaml"
+# The extender's --stale-after in the tests: a GPUNode whose heartbeat is older is not ready.
+EXTENDER_STALE_AFTER_S = 30
+
+
+def mipart_extender_argv(plane: ControlPlane, kubeconfig: Path) -> list[str]:
+    """mipart-extender on the port the scheduler's configuration names."""
+    return [
+        sys.executable,
+        "-m",
+        "mipart.extender.main",
+        "--listen",
+        f"127.0.0.1:{plane.extender_port}",
+        "--kubeconfig",
+        str(kubeconfig),
+        "--log-format",
+        "json",
+        "--stale-after",
+        str(EXTENDER_STALE_AFTER_S),
+    ]
+
+
+def start_extender_process(plane: ControlPlane, name: str, argv: list[str], log: Path) -> Process:
+    """Start an extender (argv) and wait until it answers /readyz on the extender port."""
+    extender = Process.start(name, argv, log, detach=False)
+    wait_until(
+        f"{name} to serve",
+        lambda: http_ok(f"http://127.0.0.1:{plane.extender_port}/readyz"),
+        timeout=60,
+        process=extender,
+    )
+    return extender
 
 
 @dataclass
@@ -118,29 +149,11 @@ class Stack:
 
     def start_extender(self) -> Process:
         token = self.plane.service_account_kubeconfig("mipart-system", "mipart-scheduler")
-        self.extender = Process.start(
+        self.extender = start_extender_process(
+            self.plane,
             "mipart-extender",
-            [
-                sys.executable,
-                "-m",
-                "mipart.extender.main",
-                "--listen",
-                f"127.0.0.1:{self.plane.extender_port}",
-                "--kubeconfig",
-                str(token),
-                "--log-format",
-                "json",
-                "--stale-after",
-                "30",
-            ],
+            mipart_extender_argv(self.plane, token),
             self.workdir / "extender.log",
-            detach=False,
-        )
-        wait_until(
-            "the extender to serve",
-            lambda: http_ok(f"http://127.0.0.1:{self.plane.extender_port}/readyz"),
-            timeout=60,
-            process=self.extender,
         )
         return self.extender
 

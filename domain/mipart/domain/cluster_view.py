@@ -141,12 +141,9 @@ class ClusterView:
 
     def _reindex(self, name: str, before: dict[LimitKey, int], after: dict[LimitKey, int]) -> None:
         """Called after every change to a node: its limits and cached answers are stale."""
-        for fits in self._fit_answers.values():
-            fits.mark_stale(name)
-        for placements in self._placement_answers.values():
-            placements.mark_stale(name)
-        for scores in self._score_answers.values():
-            scores.mark_stale(name)
+        for cache in (self._fit_answers, self._placement_answers, self._score_answers):
+            for answers in cache.values():
+                answers.mark_stale(name)
         for key in before.keys() - after.keys():
             del self._limits[key][name]
         for key, limit in after.items():
@@ -163,11 +160,12 @@ class ClusterView:
     ) -> Feasibility:
         """Which nodes can take ``request``, with a reason for each that cannot. O(1) per node
         changed since the same shape was last asked, the rest in C (standing.py)."""
-        fit_key, need = request_limit_key(request), request.memory_bytes
-        nodes = self._nodes
+        need, nodes = request.memory_bytes, self._nodes
+        # Nothing changes the view during one answer: the limits are read once.
+        limits = self._limits.get(request_limit_key(request), {})
 
         def judge(name: str) -> bool | str:
-            limit = self._limits.get(fit_key, {}).get(name)
+            limit = limits.get(name)
             return True if limit is not None and need <= limit else nodes[name].reason(request)
 
         answers = _standing(self._fit_answers, _key(request, None), nodes)

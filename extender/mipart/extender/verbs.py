@@ -252,8 +252,8 @@ def _args(body: Any) -> tuple[dict[str, Any], list[str]]:
 
 
 def _all_strings(values: list[Any]) -> bool:
-    # str.join refuses anything but strings, and checks 5000 names in C in a quarter of the
-    # time set(map(type, ...)) takes (~40 us against ~155 us), with no loop in Python.
+    # str.join refuses anything but strings: 5000 names checked in C in ~40 us, where a
+    # type check per name costs ~155 us even through map().
     try:
         "".join(values)
     except TypeError:
