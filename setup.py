@@ -7,7 +7,7 @@ the packages are mapped to their folders here (see docs/layout.md).
 
 from setuptools import find_namespace_packages, setup
 
-ROOTS = ("domain", "daemon", "extender", "protos")
+ROOTS = ("domain", "common", "daemon", "extender", "protos")
 
 packages: list[str] = []
 package_dir: dict[str, str] = {}

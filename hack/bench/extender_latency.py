@@ -45,21 +45,21 @@ import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from mipart.domain.placement import (
+from mipart.cluster.annotations import parse_request
+from mipart.cluster.http import JsonServer
+from mipart.cluster.view import ClusterState
+from mipart.kube.api import KubeApi
+from mipart.kube.informer import object_key
+from mipart.placement import (
     ClusterView,
     NodeCapacity,
     PartitionRequest,
     PlacementConflict,
     allocation_for,
 )
-from mipart.extender.annotations import parse_request
-from mipart.extender.cluster import ClusterState
-from mipart.extender.http import JsonServer
-from mipart.extender.metrics import ExtenderMetrics
-from mipart.extender.verbs import Verbs
-from mipart.kube.api import KubeApi
-from mipart.kube.informer import object_key
 from mipart.runtime.logs import configure as configure_logging
+from mipart.scheduler_extender.metrics import ExtenderMetrics
+from mipart.scheduler_extender.verbs import Verbs
 
 # This file runs as a script; its shared helpers are found from the repository root.
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
@@ -202,7 +202,7 @@ def serve(count: int, seed: int, profile: bool, pipe: Connection) -> None:
     # The informers are never started, so the KubeApi's client is never used.
     cluster = ClusterState(KubeApi(None), scheduler_name=SCHEDULER_NAME)
     facts = build_cluster(cluster, count, random.Random(seed))
-    # As mipart.extender.main does once its informers have synced: the view's long-lived
+    # As mipart.scheduler_extender.main does once its informers have synced: the view's long-lived
     # objects leave the collector's reach, so full collections stay short.
     gc.freeze()
     metrics = ExtenderMetrics()

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from mipart.domain.layout import NodeLayout
-from mipart.domain.partitions import ComputeMode, MemoryMode
+from mipart.geometry import ComputeMode, MemoryMode, NodeLayout
 
 S, D, Q, C = ComputeMode.SPX, ComputeMode.DPX, ComputeMode.QPX, ComputeMode.CPX
 

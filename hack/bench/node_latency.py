@@ -55,7 +55,7 @@ def main() -> int:
         }
         socket = work / "node.sock"
         daemon = subprocess.Popen(
-            [sys.executable, "-m", "mipart.daemon.main", "--socket", str(socket),
+            [sys.executable, "-m", "mipart.agent.main", "--socket", str(socket),
              "--state-dir", str(work / "state"), "--metrics-address", "off",
              "--log-level", "warning"],
             env=env,

@@ -28,9 +28,8 @@ import time
 from pathlib import Path
 from statistics import median
 
-from mipart.domain.layout import NodeLayout
-from mipart.domain.partitions import ComputeMode, MemoryMode
-from mipart.domain.planner import PlannerPolicy
+from mipart.geometry import ComputeMode, MemoryMode, NodeLayout
+from mipart.planner import PlannerPolicy
 
 # This file runs as a script; its shared helpers are found from the repository root.
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
@@ -138,7 +137,7 @@ def main() -> int:
     count = 4 if args.quick else args.nodes
     print(f"packing benchmark on {machine()}")
     print(f"{count} nodes x {GPUS_PER_NODE} MI300X; replicas exclusive; memory per replica from "
-          "mipart.domain.memory.estimate")  # fmt: skip
+          "mipart.sizing.estimate")  # fmt: skip
     kinds = ("mixed",) if args.quick else TRACES
     results = {kind: run_trace(kind, args.seed, count) for kind in kinds}
     churn = packing_churn.alternation(min(count, 4), (300.0, 600.0, 1200.0))

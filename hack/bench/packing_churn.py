@@ -13,11 +13,10 @@ from dataclasses import dataclass
 from hack.bench.packing_sim import Cluster
 from hack.bench.report import print_table
 from hack.bench.traces import GPUS_PER_NODE
-from mipart.domain.layout import NodeLayout
-from mipart.domain.memory import estimate, lookup
-from mipart.domain.partitions import ComputeMode, MemoryMode
-from mipart.domain.placement import PartitionRequest, Sharing
-from mipart.domain.planner import PlannerPolicy
+from mipart.geometry import ComputeMode, MemoryMode, NodeLayout
+from mipart.placement import PartitionRequest, Sharing
+from mipart.planner import PlannerPolicy
+from mipart.sizing import estimate, lookup
 
 LLAMA_70B = "meta-llama/Llama-3.1-70B-Instruct"
 LLAMA_8B = "meta-llama/Llama-3.1-8B-Instruct"

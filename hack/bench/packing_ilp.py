@@ -20,7 +20,7 @@ whole GPUs, and groups of 1, 2, 4 or 8 GPUs fill nodes of 8 exactly, largest fir
 feasible count has a concrete assignment; ``solve`` builds it that way, and ``check`` has the
 engine's ClusterView.reserve() accept every allocation. Memory modes are left out without
 loss: every compute mode runs under NPS1 and partition sizes do not depend on the memory mode
-(mipart.domain.partitions), so NPS2 or NPS4 can never place more.
+(mipart.geometry), so NPS2 or NPS4 can never place more.
 """
 
 from __future__ import annotations
@@ -32,9 +32,9 @@ from dataclasses import dataclass, replace
 
 import highspy
 
-from mipart.domain.layout import NodeLayout
-from mipart.domain.partitions import ComputeMode, MemoryMode, partition_id
-from mipart.domain.placement import (
+from mipart.geometry import ComputeMode, MemoryMode, NodeLayout
+from mipart.geometry._partitions import partition_id
+from mipart.placement import (
     Allocation,
     ClusterView,
     NodeCapacity,

@@ -13,9 +13,8 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from mipart.domain.layout import NodeLayout
-from mipart.domain.partitions import ComputeMode
-from mipart.domain.placement import ClusterView, PartitionRequest
+from mipart.geometry import ComputeMode, NodeLayout
+from mipart.placement import ClusterView, PartitionRequest
 
 
 @dataclass(frozen=True, slots=True)

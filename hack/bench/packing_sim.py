@@ -13,24 +13,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
-from mipart.domain.layout import NodeLayout
-from mipart.domain.layout import plan as steps_between
-from mipart.domain.partitions import ComputeMode, MemoryMode
-from mipart.domain.placement import (
-    Allocation,
-    ClusterView,
-    NodeCapacity,
-    PartitionRequest,
-    allocation_for,
-)
-from mipart.domain.planner import (
-    ComputeChange,
-    MemoryChange,
-    NodeSnapshot,
-    PlannerPolicy,
-    Waiting,
-    plan,
-)
+from mipart.geometry import ComputeMode, MemoryMode, NodeLayout
+from mipart.geometry import layout_steps as steps_between
+from mipart.placement import Allocation, ClusterView, NodeCapacity, PartitionRequest, allocation_for
+from mipart.planner import ComputeChange, MemoryChange, NodeSnapshot, PlannerPolicy, Waiting, plan
 
 
 @dataclass(frozen=True, slots=True)

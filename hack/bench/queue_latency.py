@@ -20,10 +20,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from hack.bench.report import machine, print_table
-from tests.support import kube, queue_scenario
-from tests.support.binaries import REPO_ROOT
-from tests.support.controlplane import ControlPlane, print_progress
-from tests.support.stack import Stack
+from hack.devcluster import kube, queue_scenario
+from hack.devcluster.binaries import REPO_ROOT
+from hack.devcluster.controlplane import ControlPlane, print_progress
+from hack.devcluster.stack import Stack
 
 STATE_DIR = REPO_ROOT / ".run" / "bench-queue-cluster"
 EMULATOR = REPO_ROOT / "hack" / "amdsmi-emulator" / "build"

@@ -1,10 +1,10 @@
 #!/usr/bin/env python3
 """Pods per second of mipart's kube-scheduler with and without the extender, on one cluster.
 
-The cluster is the test harness's real control plane (tests/support/controlplane.py, state in
+The cluster is the test harness's real control plane (hack/devcluster/controlplane.py, state in
 .run/bench-cluster): etcd, kube-apiserver, the controller manager, kwok playing the kubelets
 of N fake MI300X nodes, and kube-scheduler run from manifests/scheduler/scheduler-config.yaml.
-The extender runs as its own process, as tests/support/stack.py starts it, under the
+The extender runs as its own process, as hack/devcluster/stack.py starts it, under the
 scheduler's service account. There are no daemons: this script writes each node's GPUNode
 (a mixed layout, Ready, its heartbeat refreshed every HEARTBEAT_S seconds) as a daemon would.
 There is no webhook either: the pods are created as it would leave them.
@@ -63,8 +63,7 @@ import orjson
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from mipart.domain.layout import NodeLayout
-from mipart.domain.partitions import partitions_of
+from mipart.geometry import NodeLayout, partitions_of
 from mipart.kube.api import KubeApi, KubeError
 from mipart.kube.informer import Informer
 from mipart.runtime.logs import configure as configure_logging
@@ -74,11 +73,11 @@ from mipart.runtime.logs import configure as configure_logging
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from hack.bench import fleet
 from hack.bench.report import machine, print_table
-from tests.support import controlplane
-from tests.support.binaries import REPO_ROOT, cache_dir
-from tests.support.controlplane import ControlPlane, print_progress
-from tests.support.procs import Process, wait_until
-from tests.support.stack import mipart_extender_argv, start_extender_process
+from hack.devcluster import controlplane
+from hack.devcluster.binaries import REPO_ROOT, cache_dir
+from hack.devcluster.controlplane import ControlPlane, print_progress
+from hack.devcluster.procs import Process, wait_until
+from hack.devcluster.stack import mipart_extender_argv, start_extender_process
 
 STATE_DIR = REPO_ROOT / ".run" / "bench-cluster"
 GPUNODES = "/apis/mipart.io/v1alpha1/gpunodes"
@@ -105,7 +104,7 @@ def now_rfc3339() -> str:
 
 
 def gpunode_status(node_layout: NodeLayout) -> dict[str, Any]:
-    """The status a daemon writes (daemon/mipart/daemon/kube/status.py) for a healthy node."""
+    """The status a daemon writes (daemon/mipart/agent/gpunode/status.py) for a healthy node."""
     now = now_rfc3339()
     gpus: list[dict[str, Any]] = []
     total = partitions = 0
@@ -212,7 +211,7 @@ def scheduler_config_without_client_limits() -> Path:
 
 
 def start_extender(plane: ControlPlane) -> Process:
-    """As tests/support/stack.py starts it: the scheduler's service account, on the port the
+    """As hack/devcluster/stack.py starts it: the scheduler's service account, on the port the
     scheduler's configuration names, following the scheduler's leader lease."""
     token = plane.service_account_kubeconfig("mipart-system", "mipart-scheduler")
     return start_extender_process(

@@ -1,5 +1,5 @@
 """Seeded inference traces for the packing benchmark: Deployments of real models, each replica
-sized by the estimator the webhook and the launcher use (mipart.domain.memory.estimate).
+sized by the estimator the webhook and the launcher use (mipart.sizing.estimate).
 
 A trace is what a platform team might be asked to run at once: Deployments of Llama-3.1 8B and
 70B, Mistral 7B, Qwen2.5 32B and 72B and Mixtral 8x7B, in bf16 or fp8, with a context length,
@@ -15,10 +15,10 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from mipart.domain.memory import DType, estimate, lookup
-from mipart.domain.partitions import GPU_MEMORY_BYTES, ComputeMode, MemoryMode
-from mipart.domain.placement import PartitionRequest, Sharing
-from mipart.domain.planner import natural_mode
+from mipart.geometry import GPU_MEMORY_BYTES, ComputeMode, MemoryMode
+from mipart.placement import PartitionRequest, Sharing
+from mipart.planner._nodes import natural_mode
+from mipart.sizing import DType, estimate, lookup
 
 SMALL = ("meta-llama/Llama-3.1-8B-Instruct", "mistralai/Mistral-7B-Instruct-v0.3")
 LARGE = (

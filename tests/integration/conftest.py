@@ -1,4 +1,4 @@
-"""Fixtures for tests against the real control plane (tests/support/controlplane.py).
+"""Fixtures for tests against the real control plane (hack/devcluster/controlplane.py).
 
 One control plane per test session. A failed test gets the tails of the component logs in its
 report, next to the captured output.
@@ -15,14 +15,14 @@ from typing import Any
 
 import pytest
 
-from tests.daemon.conftest import Node
-from tests.daemon.test_device_plugin import short_dir, start_with_peer
-from tests.support import kube
-from tests.support.binaries import REPO_ROOT, ensure_built, is_built
-from tests.support.controlplane import ControlPlane
+from hack.devcluster import kube
+from hack.devcluster.binaries import REPO_ROOT, ensure_built, is_built
+from hack.devcluster.controlplane import ControlPlane
+from hack.devcluster.node import Node
+from hack.devcluster.procs import wait_until
+from hack.devcluster.stack import Stack
+from tests.daemon.agent.test_device_plugin import short_dir, start_with_peer
 from tests.support.kubelet_peer import KubeletPeer
-from tests.support.procs import wait_until
-from tests.support.stack import Stack
 
 _PLANE = pytest.StashKey[ControlPlane]()
 

@@ -14,11 +14,11 @@ from typing import Any
 import pytest
 from kubernetes.client.exceptions import ApiException
 
-from tests.support import kube, kubeconfig
-from tests.support.controlplane import MANIFESTS, ControlPlane
-from tests.support.kwok import GPU_PRODUCT_LABEL, PARTITION_RESOURCE
-from tests.support.procs import wait_until
-from tests.support.webhook_server import DENY_LABEL, WebhookServer
+from hack.devcluster import kube, kubeconfig
+from hack.devcluster.controlplane import MANIFESTS, ControlPlane
+from hack.devcluster.kwok import GPU_PRODUCT_LABEL, PARTITION_RESOURCE
+from hack.devcluster.procs import wait_until
+from hack.devcluster.webhook_server import DENY_LABEL, WebhookServer
 
 pytestmark = pytest.mark.integration
 

@@ -14,11 +14,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tests.daemon.conftest import Node
+from hack.devcluster import kube
+from hack.devcluster.node import Node
+from hack.devcluster.procs import wait_until
 from tests.integration.test_device_plugin import create_pod, layout, plans
-from tests.support import kube
 from tests.support.kubelet_peer import KubeletPeer
-from tests.support.procs import wait_until
 
 LIVE = 8
 

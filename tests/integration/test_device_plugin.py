@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from tests.daemon.conftest import Node
-from tests.support import kube
+from hack.devcluster import kube
+from hack.devcluster.node import Node
 from tests.support.kubelet_peer import KubeletPeer, Pod
 
 pytestmark = pytest.mark.integration

@@ -14,11 +14,11 @@ from typing import Any
 
 import pytest
 
-from mipart.domain.placement import INSTANCE_OVERHEAD_BYTES
-from tests.support import kube
-from tests.support.controlplane import ControlPlane
-from tests.support.procs import wait_until
-from tests.support.stack import Stack
+from hack.devcluster import kube
+from hack.devcluster.controlplane import ControlPlane
+from hack.devcluster.procs import wait_until
+from hack.devcluster.stack import Stack
+from mipart.placement import INSTANCE_OVERHEAD_BYTES
 
 pytestmark = pytest.mark.integration
 GI = 2**30

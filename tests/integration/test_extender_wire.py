@@ -13,10 +13,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.support.controlplane import ControlPlane
-from tests.support.procs import Process, free_ports, wait_until
-from tests.support.readiness import http_ok
-from tests.support.stack import Stack
+from hack.devcluster.controlplane import ControlPlane
+from hack.devcluster.procs import Process, free_ports, wait_until
+from hack.devcluster.readiness import http_ok
+from hack.devcluster.stack import Stack
 
 pytestmark = pytest.mark.integration
 
@@ -156,7 +156,7 @@ def test_a_standby_refuses_until_its_scheduler_leads(
         [
             sys.executable,
             "-m",
-            "mipart.extender.main",
+            "mipart.scheduler_extender.main",
             "--listen",
             f"127.0.0.1:{port}",
             "--kubeconfig",

@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from tests.daemon.conftest import Node
-from tests.support import kube
-from tests.support.controlplane import ControlPlane
-from tests.support.procs import wait_until
+from hack.devcluster import kube
+from hack.devcluster.controlplane import ControlPlane
+from hack.devcluster.node import Node
+from hack.devcluster.procs import wait_until
 
 pytestmark = pytest.mark.integration
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from tests.support.binaries import REPO_ROOT
-from tests.support.controlplane import ControlPlane
+from hack.devcluster.binaries import REPO_ROOT
+from hack.devcluster.controlplane import ControlPlane
 
 pytestmark = pytest.mark.integration
 

@@ -17,10 +17,10 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.daemon.conftest import Node
-from tests.support import kube
-from tests.support.controlplane import ControlPlane
-from tests.support.procs import free_ports, wait_until
+from hack.devcluster import kube
+from hack.devcluster.controlplane import ControlPlane
+from hack.devcluster.node import Node
+from hack.devcluster.procs import free_ports, wait_until
 
 pytestmark = pytest.mark.integration
 

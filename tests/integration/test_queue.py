@@ -18,10 +18,10 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from tests.support import kube, queue_scenario
-from tests.support.controlplane import ControlPlane
-from tests.support.procs import wait_until
-from tests.support.stack import Stack
+from hack.devcluster import kube, queue_scenario
+from hack.devcluster.controlplane import ControlPlane
+from hack.devcluster.procs import wait_until
+from hack.devcluster.stack import Stack
 
 pytestmark = pytest.mark.integration
 

@@ -16,12 +16,11 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
-from mipart.domain.memory import InvalidSizing
-from mipart.domain.quantity import format_bytes, parse_bytes
-from mipart.domain.serving import DoesNotFit, ServingPlan, plan
+from mipart.geometry import format_bytes, parse_bytes
 from mipart.launcher import model_config, vllm_args
 from mipart.launcher.allocation import AllocationError, GivenAllocation, from_environ
 from mipart.launcher.startup import LockRequest, exec_in_turn, say
+from mipart.sizing import DoesNotFit, InvalidSizing, ServingPlan, plan_serving
 
 DEFAULT_STARTUP_TIMEOUT_S = 1800
 DEFAULT_VLLM_PORT = "8000"
@@ -83,7 +82,7 @@ def main(argv: list[str] | None = None, env: Mapping[str, str] | None = None) ->
         user = vllm_args.parse(args.vllm)
         vllm_args.check(user, allocation.tensor_parallel)
         model = model_config.find(user.model, args.model_config, environ)
-        sizing = plan(
+        sizing = plan_serving(
             model.spec,
             limit_bytes=allocation.memory_limit_bytes,
             partition_bytes=allocation.partition_memory_bytes,

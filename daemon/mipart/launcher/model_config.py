@@ -10,9 +10,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mipart.domain.memory import DType, InvalidModelConfig, ModelSpec, lookup, spec_from_config
-from mipart.domain.models import UnknownModel
 from mipart.launcher.vllm_args import ArgumentConflict, UserArgs
+from mipart.sizing import (
+    DType,
+    InvalidModelConfig,
+    ModelSpec,
+    UnknownModel,
+    lookup,
+    spec_from_config,
+)
 
 # vLLM --dtype values whose weights take two bytes, as the estimate assumes.
 _TWO_BYTE_DTYPES = {"auto", "bfloat16", "bf16", "float16", "half", "fp16"}

@@ -11,7 +11,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from mipart.domain.serving import ServingLimits, ServingPlan
+from mipart.sizing import ServingLimits, ServingPlan
 
 # canonical flag -> the spellings vLLM accepts for it
 _FLAGS: dict[str, tuple[str, ...]] = {

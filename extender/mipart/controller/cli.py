@@ -1,7 +1,7 @@
 """``mipart-queue``: the QoS queue as mipart-controller sees it, read from the API server.
 
 The queue is the pods behind the ``mipart.io/queue`` gate, so any client that can list pods
-can show it; the order is the controller's own (mipart.domain.queue.order).
+can show it; the order is the controller's own (mipart.queue.order).
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ import time
 from pathlib import Path
 
 from mipart.controller.pods import is_gated, queued_pod
-from mipart.domain.quantity import Rounding, format_bytes
-from mipart.domain.queue import order
+from mipart.geometry import Rounding, format_bytes
 from mipart.kube.api import KubeApi, KubeError
+from mipart.queue import order
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -10,11 +10,11 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-from mipart.domain.partitions import ComputeMode, MemoryMode
-from mipart.domain.planner import ComputeChange, Decision, MemoryChange, NodeSnapshot
-from mipart.extender.inventory import capacity_of
+from mipart.cluster.capacity import capacity_of
+from mipart.geometry import ComputeMode, MemoryMode
 from mipart.kube.api import KubeApi
 from mipart.kube.objects import GPUNODES
+from mipart.planner import ComputeChange, Decision, MemoryChange, NodeSnapshot
 
 CHANGED_AT = "mipart.io/changed-at"
 _MEMORY_KEY = "memory"

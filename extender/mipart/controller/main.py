@@ -15,13 +15,13 @@ from pathlib import Path
 import structlog
 from prometheus_client import CollectorRegistry, start_http_server
 
+from mipart.cluster.reporter import EventReporter
+from mipart.cluster.view import ClusterState
 from mipart.controller.releaser import Releaser, ReleaseRate
 from mipart.controller.repartition import Repartitioner
-from mipart.domain.planner import PlannerPolicy
-from mipart.domain.queue import QueuePolicy
-from mipart.extender.cluster import ClusterState
-from mipart.extender.events import EventReporter
 from mipart.kube.api import KubeApi
+from mipart.planner import PlannerPolicy
+from mipart.queue import QueuePolicy
 from mipart.runtime import logs
 from mipart.runtime.signals import wait_for_stop
 

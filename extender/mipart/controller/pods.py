@@ -5,14 +5,14 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from mipart.domain.partitions import ComputeMode
-from mipart.domain.placement import QosClass
-from mipart.domain.queue import QueuedPod
-from mipart.extender.annotations import PLANNED_MODE, AnnotationError, parse_request
-from mipart.extender.annotations import qos_of as annotation_qos
-from mipart.extender.webhook import QUEUE_GATE
+from mipart.cluster.annotations import PLANNED_MODE, AnnotationError, parse_request
+from mipart.cluster.annotations import qos_of as annotation_qos
+from mipart.geometry import ComputeMode
 from mipart.kube.informer import object_key
 from mipart.kube.objects import FINISHED, allocation_of
+from mipart.placement import QosClass
+from mipart.queue import QueuedPod
+from mipart.webhook.mutate import QUEUE_GATE
 
 
 def is_gated(pod: dict[str, Any]) -> bool:

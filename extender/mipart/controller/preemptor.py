@@ -15,11 +15,11 @@ from typing import Any
 import structlog
 from prometheus_client import CollectorRegistry, Counter
 
+from mipart.cluster.reporter import EventReporter
 from mipart.controller.budgets import over_budget
-from mipart.domain.queue_preemption import Preemption
-from mipart.extender.events import EventReporter
 from mipart.kube.api import KubeApi, KubeError
 from mipart.kube.eviction import evict
+from mipart.queue import Preemption
 
 log = structlog.get_logger(__name__)
 

@@ -1,4 +1,4 @@
-"""The queue's loop: each round, decide which gated pods to release (mipart.domain.queue) and
+"""The queue's loop: each round, decide which gated pods to release (mipart.queue) and
 remove their gate, at a bounded rate, with an Event on each pod when it is queued and when it
 is released.
 
@@ -17,6 +17,8 @@ from typing import Any
 import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from mipart.cluster.reporter import EventReporter
+from mipart.cluster.view import ClusterState
 from mipart.controller.pods import (
     is_gated,
     is_in_flight,
@@ -26,23 +28,23 @@ from mipart.controller.pods import (
 )
 from mipart.controller.preemptor import Preemptor
 from mipart.controller.repartition import Admissions
-from mipart.domain.partitions import ComputeMode
-from mipart.domain.placement import ClusterView
-from mipart.domain.queue import (
+from mipart.geometry import ComputeMode
+from mipart.kube.api import KubeApi, KubeError
+from mipart.kube.informer import object_key
+from mipart.kube.objects import allocation_of
+from mipart.placement import ClusterView
+from mipart.queue import (
     CLASS_ORDER,
     DEFAULT_POLICY,
+    Awaiting,
+    Preemption,
     QueuedPod,
     QueuePolicy,
     Round,
     hold_to_plan,
+    plan_preemption,
     plan_round,
 )
-from mipart.domain.queue_preemption import Awaiting, Preemption, plan_preemption
-from mipart.extender.cluster import ClusterState
-from mipart.extender.events import EventReporter
-from mipart.kube.api import KubeApi, KubeError
-from mipart.kube.informer import object_key
-from mipart.kube.objects import allocation_of
 from mipart.runtime.periodic import Periodic
 
 log = structlog.get_logger(__name__)

@@ -1,4 +1,4 @@
-"""The re-partition loop: every few seconds, ask the planner (mipart.domain.planner) what idle
+"""The re-partition loop: every few seconds, ask the planner (mipart.planner) what idle
 GPUs should become for the pods that wait, and write its decisions into GPUNode.spec, which
 the daemons reconcile. Every decision and every held-back change is an Event on the GPUNode
 and a metric.
@@ -17,14 +17,14 @@ from typing import Any
 import structlog
 from prometheus_client import CollectorRegistry, Counter
 
+from mipart.cluster.view import ClusterState
 from mipart.controller import gpunodes
 from mipart.controller.pods import is_gated, is_unschedulable, queued_pod
-from mipart.domain.partitions import ComputeMode
-from mipart.domain.planner import Decision, Plan, PlannerPolicy, Waiting, plan
-from mipart.domain.queue import order
-from mipart.extender.cluster import ClusterState
+from mipart.geometry import ComputeMode
 from mipart.kube.api import KubeApi, KubeError
 from mipart.kube.events import CLUSTER_EVENTS_NAMESPACE, gpunode_reference, post_event
+from mipart.planner import Decision, Plan, PlannerPolicy, Waiting, plan
+from mipart.queue import order
 from mipart.runtime.periodic import Periodic
 
 log = structlog.get_logger(__name__)

@@ -1,0 +1,321 @@
+"""``mipart-daemon``: the node agent. Owns this node's MI300X partitions through amdsmi and
+serves them over gRPC (NodeService)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import grpc
+import structlog
+from prometheus_client import start_http_server
+
+from mipart.agent.partitions.manager import PartitionManager
+from mipart.runtime import logs
+from mipart.runtime.signals import wait_for_stop
+
+if TYPE_CHECKING:
+    from mipart.agent.deviceplugin.plugin import DevicePlugin
+    from mipart.agent.gpunode.publisher import GpuNodePublisher
+    from mipart.agent.limits.monitor import MemoryMonitor
+from mipart.agent.metrics import DaemonMetrics
+from mipart.agent.partitions.store import StateStore
+from mipart.agent.server.transport import ConfigError, TlsFiles, serve, serve_startup
+from mipart.sizing import LimitAction
+
+DEFAULT_SOCKET = "/run/mipart/node.sock"
+DEFAULT_LAUNCHER_SOCKET = Path("/run/mipart/launcher/startup.sock")
+log = structlog.get_logger("mipart.agent")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="mipart-daemon",
+        description=(
+            "Manage this node's MI300X compute (SPX/DPX/QPX/CPX) and memory (NPS1/NPS2/NPS4) "
+            "partitions through amdsmi, and serve them over gRPC. amdsmi loads "
+            "$ROCM_PATH/lib/libamd_smi.so: a ROCm install, or hack/amdsmi-emulator/build."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--socket", metavar="PATH", help=f"unix socket (default {DEFAULT_SOCKET})")
+    where.add_argument(
+        "--listen", metavar="ADDR", help="unix:///path or tcp://host:port (TCP requires mTLS)"
+    )
+    p.add_argument("--tls-cert", type=Path, help="server certificate (PEM) for tcp://")
+    p.add_argument("--tls-key", type=Path, help="server key (PEM) for tcp://")
+    p.add_argument("--tls-client-ca", type=Path, help="CA that signs client certificates")
+    p.add_argument(
+        "--state-dir",
+        type=Path,
+        default=Path(os.environ.get("MIPART_STATE_DIR", "/var/lib/mipart")),
+        help="where the desired layout and in-flight changes are persisted",
+    )
+    p.add_argument("--node-name", default=os.environ.get("NODE_NAME", socket.gethostname()))
+    p.add_argument(
+        "--metrics-address",
+        default="127.0.0.1:9400",
+        help="host:port for Prometheus metrics, or 'off'",
+    )
+    p.add_argument(
+        "--poll-interval", type=float, default=2.0, help="seconds between hardware reads"
+    )
+    p.add_argument(
+        "--reload-estimate",
+        type=float,
+        default=140.0,
+        help="expected seconds of a driver reload, for progress reports (140 s on MI300X)",
+    )
+    p.add_argument(
+        "--kubeconfig",
+        type=Path,
+        help="publish GPUNode status with this kubeconfig (in a cluster: the pod's service "
+        "account is used without this flag)",
+    )
+    p.add_argument(
+        "--heartbeat",
+        type=float,
+        default=20.0,
+        help="seconds between GPUNode status writes when nothing changes",
+    )
+    p.add_argument(
+        "--device-plugin-dir",
+        type=Path,
+        help="serve the kubelet device plugin for mipart.io/partition in this directory "
+        "(in a cluster: /var/lib/kubelet/device-plugins without this flag)",
+    )
+    p.add_argument(
+        "--pod-resources-socket",
+        type=Path,
+        default=Path("/var/lib/kubelet/pod-resources/kubelet.sock"),
+        help="the kubelet's pod-resources API, which says which pod holds which slot",
+    )
+    p.add_argument(
+        "--cdi-dir",
+        type=Path,
+        default=Path("/var/run/cdi"),
+        help="where the device plugin writes the CDI spec of each slot",
+    )
+    p.add_argument(
+        "--launcher-socket",
+        type=Path,
+        help="serve the start-up lock of mipart-vllm launchers on this unix socket, mounted "
+        f"into containers that hold a partition (in a cluster: {DEFAULT_LAUNCHER_SOCKET} "
+        "without this flag)",
+    )
+    p.add_argument(
+        "--memory-limit-action",
+        choices=[a.value for a in LimitAction],
+        default=LimitAction.REPORT.value,
+        help="what to do about a pod over its memory limit, beyond an Event and the metrics",
+    )
+    p.add_argument(
+        "--memory-limit-interval",
+        type=float,
+        default=2.0,
+        help="seconds between memory-limit checks (also made on every hardware read)",
+    )
+    p.add_argument(
+        "--proc-root",
+        type=Path,
+        default=Path("/proc"),
+        help="the host's /proc, where a GPU process's cgroup names its pod",
+    )
+    logs.add_arguments(p)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logs.configure_from(args)
+    tls_parts = (args.tls_cert, args.tls_key, args.tls_client_ca)
+    if any(tls_parts) and not all(tls_parts):
+        print(
+            "mipart-daemon: --tls-cert, --tls-key and --tls-client-ca go together", file=sys.stderr
+        )
+        return 2
+    tls = TlsFiles(*tls_parts) if all(tls_parts) else None
+    listen = args.listen or args.socket or DEFAULT_SOCKET
+
+    from mipart.agent.hardware.amdsmi_backend import AmdSmiHardware  # noqa: PLC0415
+
+    try:
+        hardware = AmdSmiHardware()
+    except RuntimeError as err:
+        print(f"mipart-daemon: {err}", file=sys.stderr)
+        return 1
+    metrics = DaemonMetrics()
+    manager = PartitionManager(
+        hardware,
+        StateStore(args.state_dir / "state.json"),
+        reload_estimate_s=args.reload_estimate,
+        poll_interval_s=args.poll_interval,
+    )
+    manager.add_listener(metrics.observe_status)
+    manager.add_operation_listener(lambda op, last, s: metrics.observe_operation(op.kind, last, s))
+    manager.add_operation_listener(
+        lambda op, last, s: log.info(
+            "operation.done",
+            operation=op.id,
+            phase=last.phase.value,
+            seconds=round(s, 2),
+            message=last.message,
+        )
+    )
+    from mipart.agent.server.service import NodeService  # noqa: PLC0415
+
+    try:
+        server, health = serve(NodeService(manager, args.node_name), listen, tls)
+    except ConfigError as err:
+        print(f"mipart-daemon: {err}", file=sys.stderr)
+        return 2
+    launcher_socket = args.launcher_socket
+    if launcher_socket is None and "KUBERNETES_SERVICE_HOST" in os.environ:
+        launcher_socket = DEFAULT_LAUNCHER_SOCKET
+    startup = None if launcher_socket is None else _startup_server(manager, launcher_socket)
+    if args.metrics_address != "off":
+        host, _, port = args.metrics_address.rpartition(":")
+        start_http_server(int(port), addr=host or "127.0.0.1", registry=metrics.registry)
+    # The publisher (and its pod cache) exists before the manager starts, so that even the
+    # start-up reconcile refuses to change a GPU that a pod holds an allocation on.
+    publisher = _publisher(args, manager)
+    if publisher is not None:
+        publisher.start()
+    manager.start()
+    plugin = _device_plugin(args, manager, publisher, launcher_socket)
+    monitor = None if publisher is None else _memory_monitor(args, manager, publisher, metrics)
+    inventory = manager.status().inventory
+    log.info(
+        "daemon.serving",
+        listen=listen,
+        node=args.node_name,
+        gpus=0 if inventory is None else len(inventory.gpus),
+    )
+
+    wait_for_stop()
+    log.info("daemon.stopping")
+    health.enter_graceful_shutdown()
+    server.stop(grace=5).wait()
+    if startup is not None:
+        startup.stop(grace=1).wait()
+    # The device plugin and the monitor read the publisher's pod cache: stop them first.
+    for part in (plugin, monitor, publisher):
+        if part is not None:
+            part.stop()
+    manager.stop()
+    hardware.close()
+    return 0
+
+
+def _startup_server(manager: PartitionManager, path: Path) -> grpc.Server:
+    from mipart.agent.server.startup_lock import StartupLocks  # noqa: PLC0415
+    from mipart.agent.server.startup_service import StartupService  # noqa: PLC0415
+
+    def pools() -> frozenset[str]:
+        inventory = manager.status().inventory
+        if inventory is None:
+            return frozenset()
+        return frozenset(p.geometry.memory_pool for gpu in inventory.gpus for p in gpu.partitions)
+
+    server = serve_startup(StartupService(StartupLocks(), pools), path)
+    log.info("startup_lock.serving", socket=str(path))
+    return server
+
+
+def _publisher(args: argparse.Namespace, manager: PartitionManager) -> GpuNodePublisher | None:
+    """Publish to Kubernetes when given a kubeconfig or running in a pod; else run standalone."""
+    if args.kubeconfig is None and "KUBERNETES_SERVICE_HOST" not in os.environ:
+        log.info("gpunode.disabled", reason="no --kubeconfig and not in a cluster")
+        return None
+    from mipart.agent.gpunode.events import GpuNodeEvents  # noqa: PLC0415
+    from mipart.agent.gpunode.publisher import GpuNodePublisher  # noqa: PLC0415
+    from mipart.agent.gpunode.spec import SpecWatcher  # noqa: PLC0415
+    from mipart.agent.partitions.desired import DesiredLayoutReconciler  # noqa: PLC0415
+    from mipart.kube.api import KubeApi  # noqa: PLC0415
+
+    api = KubeApi.connect(args.kubeconfig)
+    reconciler = DesiredLayoutReconciler(manager)
+    publisher = GpuNodePublisher(
+        api, args.node_name, manager, heartbeat_s=args.heartbeat, reconciler=reconciler
+    )
+    manager.set_occupant_check(publisher.occupants)
+    watcher = SpecWatcher(api, args.node_name, reconciler)
+    reconciler.add_notifier(GpuNodeEvents(api, args.node_name, watcher.uid).record)
+    watcher.start()
+    reconciler.start()
+    return publisher
+
+
+def _memory_monitor(
+    args: argparse.Namespace,
+    manager: PartitionManager,
+    publisher: GpuNodePublisher,
+    metrics: DaemonMetrics,
+) -> MemoryMonitor:
+    """Watch pods' VRAM against their allocations (the publisher's pods, so no extra watch)."""
+    from mipart.agent.limits.cgroups import ProcPods  # noqa: PLC0415
+    from mipart.agent.limits.monitor import MemoryMonitor  # noqa: PLC0415
+    from mipart.kube.api import KubeApi  # noqa: PLC0415
+
+    monitor = MemoryMonitor(
+        KubeApi.connect(args.kubeconfig),
+        args.node_name,
+        manager,
+        publisher,
+        ProcPods(args.proc_root),
+        action=LimitAction(args.memory_limit_action),
+        interval_s=args.memory_limit_interval,
+    )
+    monitor.add_listener(metrics.observe_pod_memory)
+    monitor.start()
+    log.info("memory_monitor.started", action=args.memory_limit_action)
+    return monitor
+
+
+def _device_plugin(
+    args: argparse.Namespace,
+    manager: PartitionManager,
+    publisher: GpuNodePublisher | None,
+    launcher_socket: Path | None,
+) -> DevicePlugin | None:
+    """Serve the kubelet device plugin when given its directory or running in a cluster.
+
+    It reads pods' allocations from the API server, so it needs Kubernetes access; the
+    publisher's cache of this node's pods spares it a request per container start.
+    """
+    plugin_dir = args.device_plugin_dir
+    if plugin_dir is None and "KUBERNETES_SERVICE_HOST" in os.environ:
+        plugin_dir = Path("/var/lib/kubelet/device-plugins")
+    if plugin_dir is None:
+        log.info("deviceplugin.disabled", reason="no --device-plugin-dir and not in a cluster")
+        return None
+    if args.kubeconfig is None and "KUBERNETES_SERVICE_HOST" not in os.environ:
+        log.warning("deviceplugin.disabled", reason="needs --kubeconfig to read allocations")
+        return None
+    from mipart.agent.deviceplugin.allocations import Allocations  # noqa: PLC0415
+    from mipart.agent.deviceplugin.plugin import DevicePlugin  # noqa: PLC0415
+    from mipart.kube.api import KubeApi  # noqa: PLC0415
+
+    allocations = Allocations(
+        KubeApi.connect(args.kubeconfig), None if publisher is None else publisher.pods
+    )
+    plugin = DevicePlugin(
+        manager,
+        allocations,
+        plugin_dir=plugin_dir,
+        pod_resources_socket=args.pod_resources_socket,
+        cdi_dir=args.cdi_dir,
+        launcher_socket=launcher_socket,
+    )
+    plugin.start()
+    log.info("deviceplugin.started", dir=str(plugin_dir), cdi_dir=str(args.cdi_dir))
+    return plugin
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,1 +1,0 @@
-"""The mipart node daemon: owns a node's MI300X partitions and serves them over gRPC."""

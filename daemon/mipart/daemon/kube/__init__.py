@@ -1,1 +1,0 @@
-"""The Kubernetes edge of the daemon: publishes GPUNode status (and, later, reads its spec)."""

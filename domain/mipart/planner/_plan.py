@@ -1,0 +1,211 @@
+"""The re-partition planner: which idle GPUs get which layout, so that waiting pods fit.
+
+Pure: the nodes (layout, drains, health, recent changes), the allocations, the waiting pods
+and a clock in; decisions with reasons, the changes held back and why, and the pods that fit
+as things are, out. The controller writes the decisions into GPUNode.spec and the daemons
+reconcile. The rules (docs/planner.md):
+
+- a GPU that holds an allocation or a process is never changed; nor one that is drained,
+  unhealthy, already switching, or on a node that is not ready;
+- pods first go where they fit on GPUs already in use (no change needed);
+- then idle GPUs are given modes greedily: each round takes the option — some idle GPUs of
+  one node in one compute mode, judged by placing the waiting pods there with the placement
+  engine — whose partitions the pods fill best (a change counts ``change_penalty`` against
+  it), higher QoS classes first; a pod goes to its natural mode, the one with the smallest
+  partitions that hold it (a 70B bf16 replica SPX, an 8B one CPX);
+- only when that leaves pods waiting, a whole idle node may change memory mode, if that lets
+  at least ``reload_min_gain_bytes`` of them fit;
+- a change is made only for demand older than ``settle_s``, on GPUs out of their cool-down,
+  and while fewer than ``max_changing`` GPUs change in the cluster; otherwise it is deferred,
+  and the GPUs it needs stay as they are rather than taking pods meant for another layout.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from mipart.geometry import (
+    InvalidLayout,
+    MemoryMode,
+    MemoryStep,
+    NodeLayout,
+    auto_compute_mode,
+    layout_steps,
+)
+from mipart.placement import Allocation
+from mipart.planner._ledger import Ledger
+from mipart.planner._nodes import GpuPlan, NodePlan, natural_mode
+from mipart.planner._types import (
+    Admission,
+    ComputeChange,
+    Decision,
+    Deferral,
+    Hold,
+    MemoryChange,
+    NodeSnapshot,
+    Plan,
+    PlannerPolicy,
+    Waiting,
+)
+from mipart.planner._whatif import Option, WhatIf
+
+__all__ = [
+    "Admission",
+    "ComputeChange",
+    "Decision",
+    "Deferral",
+    "Hold",
+    "MemoryChange",
+    "NodeSnapshot",
+    "Plan",
+    "PlannerPolicy",
+    "Waiting",
+    "natural_mode",
+    "plan",
+]
+
+
+def plan(
+    nodes: Sequence[NodeSnapshot],
+    allocations: Iterable[Allocation],
+    demand: Sequence[Waiting],
+    *,
+    now: float,
+    policy: PlannerPolicy | None = None,
+) -> Plan:
+    """One planning round. ``demand`` is in queue order (QoS class, then age)."""
+    policy = policy or PlannerPolicy()
+    allocations = tuple(allocations)
+    held = _gpus_with_allocations(nodes, allocations)
+    whatif = WhatIf(
+        (_node_plan(n, held.get(n.name, set()), now, policy) for n in nodes),
+        allocations,
+        demand,
+        policy.change_penalty,
+    )
+    changing = sum(n.changing for n in nodes)
+    ledger = Ledger(policy, now, demand, policy.max_changing - changing)
+    ledger.admitted.extend(whatif.admit_on_fixed())
+    for option in _fill(whatif):
+        ledger.record(whatif, option)
+    _reload(whatif, ledger)
+    # What no reload provides for may still take partitions larger than it needs.
+    whatif.strict = False
+    for option in _fill(whatif):
+        ledger.record(whatif, option)
+    admitted = tuple(sorted(ledger.admitted, key=lambda a: a.position))
+    return Plan(tuple(ledger.decisions), tuple(ledger.deferrals), admitted)
+
+
+def _fill(whatif: WhatIf) -> list[Option]:
+    """Commit the best option until no option places a waiting pod; the options in order."""
+    committed: list[Option] = []
+    while whatif.pending:
+        options = whatif.options()
+        if not options:
+            break
+        best = min(options, key=lambda o: _rank(whatif, o))
+        whatif.commit(best)
+        committed.append(best)
+    return committed
+
+
+def _rank(whatif: WhatIf, option: Option) -> tuple[object, ...]:
+    penalty = 1.0 + whatif.penalty if option.changes else 1.0
+    node = whatif.nodes[option.node]
+    cooling = sum(node.gpus[g].cooling for g in option.changes)
+    free = sum(g.free for g in node.gpus.values())
+    # Fuller nodes first, so whole nodes stay idle for a memory-mode change.
+    return (option.qos_rank, -option.fill / penalty, -option.placed_bytes, len(option.changes),
+            cooling, free, option.node, option.gpus)  # fmt: skip
+
+
+def _reload(whatif: WhatIf, ledger: Ledger) -> None:
+    """Change the memory mode of whole idle nodes while pods still wait and it is worth it."""
+    while whatif.pending:
+        best: tuple[int, NodePlan, MemoryMode, WhatIf, list[Option]] | None = None
+        for node in whatif.nodes.values():
+            if not _reloadable(node):
+                continue
+            for memory in sorted(node.snapshot.memory_caps - {node.memory}):
+                trial = _after_reload(whatif, node, memory)
+                options = _fill(trial)
+                gain = sum(o.placed_bytes for o in options)
+                enough = gain >= ledger.policy.reload_min_gain_bytes
+                if enough and (best is None or gain > best[0]) and _one_reload(node, trial):
+                    best = (gain, node, memory, trial, options)
+        if best is None:
+            return
+        _, node, memory, trial, options = best
+        whatif.adopt(trial.nodes[node.name], options)
+        ledger.record_reload(whatif.nodes[node.name], options)
+
+
+def _reloadable(node: NodePlan) -> bool:
+    """Every GPU idle and still free in this plan, in the memory mode the node has."""
+    return node.memory is node.snapshot.memory_mode and all(g.free for g in node.gpus.values())
+
+
+def _one_reload(node: NodePlan, trial: WhatIf) -> bool:
+    """The daemon can go there in one reload (NPS4 -> NPS2 must pass through NPS1)."""
+    planned = trial.nodes[node.name]
+    current = NodeLayout(node.memory, {i: g.real for i, g in node.gpus.items()})
+    desired = NodeLayout(planned.memory, {i: g.mode for i, g in planned.gpus.items()})
+    try:
+        steps = layout_steps(current, desired, node.snapshot.memory_caps)
+    except InvalidLayout:
+        return False
+    return sum(isinstance(step, MemoryStep) for step in steps) == 1
+
+
+def _after_reload(whatif: WhatIf, node: NodePlan, memory: MemoryMode) -> WhatIf:
+    """A one-node what-if of ``node`` after a reload into ``memory`` (every GPU in AUTO mode)."""
+    auto = auto_compute_mode(memory)
+    gpus = {
+        i: GpuPlan(index=i, real=g.real, mode=auto, flexible=True, cooling=False)
+        for i, g in node.gpus.items()
+    }
+    trial = WhatIf((NodePlan(node.snapshot, gpus, memory),), (), whatif.demand, whatif.penalty)
+    trial.pending = list(whatif.pending)
+    return trial
+
+
+def _gpus_with_allocations(
+    nodes: Sequence[NodeSnapshot], allocations: Iterable[Allocation]
+) -> dict[str, set[int | None]]:
+    """GPUs each node's allocations sit on (None: an ID that names no GPU the node reports)."""
+    gpu_of = {
+        (n.name, p.geometry.id): p.geometry.gpu_index for n in nodes for p in n.capacity.partitions
+    }
+    held: dict[str, set[int | None]] = {}
+    for allocation in allocations:
+        gpus = held.setdefault(allocation.node, set())
+        gpus.update(gpu_of.get((allocation.node, pid)) for pid in allocation.partition_ids)
+    return held
+
+
+def _node_plan(
+    node: NodeSnapshot, held: set[int | None], now: float, policy: PlannerPolicy
+) -> NodePlan:
+    """The node at the start of the plan: GPUs that are switching already count in the mode
+    they are switching to; idle ones that may change are flexible."""
+    capacity = node.capacity
+    sick = {p.geometry.gpu_index for p in capacity.partitions if not p.healthy}
+    # An allocation on a partition the node no longer reports: we cannot tell which GPU it
+    # is on, so nothing on the node may change until that pod goes.
+    frozen = not capacity.ready or node.reloading is not None or None in held
+    blocked = held | node.busy_gpus | capacity.drained_gpus | sick
+    memory = node.reloading or node.memory_mode
+    gpus = {}
+    for index, mode in sorted(node.compute_modes().items()):
+        changed = node.gpu_changed_at.get(index)
+        coming = node.switching.get(index, auto_compute_mode(memory) if node.reloading else None)
+        gpus[index] = GpuPlan(
+            index=index,
+            real=mode,
+            mode=coming or mode,
+            flexible=not frozen and coming is None and index not in blocked,
+            cooling=changed is not None and now - changed < policy.cooldown_s,
+            committed=coming is not None,
+        )
+    return NodePlan(node, gpus, memory)

@@ -1,0 +1,197 @@
+"""The user's surface: ``mipart.io/*`` annotations on a pod (or an InferenceService's
+predictor), validated into a PartitionRequest. Every refusal names the annotation, the value
+and what is allowed; unknown ``mipart.io/`` keys are refused, not ignored (a typo such as
+``mipart.io/memroy`` would otherwise schedule a pod with no memory limit)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import replace
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from mipart.geometry import GPU_MEMORY_BYTES, ComputeMode, Rounding, format_bytes, parse_bytes
+from mipart.kube.objects import ALLOCATION
+from mipart.placement import INSTANCE_OVERHEAD_BYTES, PartitionRequest, QosClass, Sharing
+from mipart.sizing import InvalidSizing, UnknownModel, estimate, lookup
+
+PREFIX = "mipart.io/"
+MEMORY = PREFIX + "memory"
+MODEL = PREFIX + "model"
+PARTITIONS = PREFIX + "partitions"
+PARTITION_MODE = PREFIX + "partition-mode"
+QOS = PREFIX + "qos"
+SHARING = PREFIX + "sharing"
+QUEUE = PREFIX + "queue"
+# Written by mipart-controller when it releases a pod of partition-mode "any": the mode the
+# re-partition planner counted the pod on, which placement then holds it to.
+PLANNED_MODE = PREFIX + "planned-mode"
+# Written by the extender at bind (ALLOCATION, from mipart.kube.objects); a user may not set it.
+
+USER_ANNOTATIONS = (MEMORY, MODEL, PARTITIONS, PARTITION_MODE, QOS, SHARING, QUEUE)
+# A model named without a memory figure is sized for this context, in bf16 (docs/annotations.md).
+MODEL_CONTEXT_TOKENS = 8192
+
+_ALLOWED = {
+    MEMORY: "a byte quantity such as 20Gi, 512Mi or 40G, per replica, greater than 0",
+    MODEL: "a known model name (see docs/annotations.md)",
+    PARTITIONS: "1, 2, 4 or 8 (tensor-parallel partitions per replica)",
+    PARTITION_MODE: "any, SPX, DPX, QPX or CPX",
+    QOS: "latency, standard or batch",
+    SHARING: "shared or exclusive",
+    QUEUE: '"true" (wait in the QoS queue of mipart-controller) or "false"',
+}
+
+
+class AnnotationError(ValueError):
+    """One or more bad annotations; ``str()`` lists each with its value and what is allowed."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = problems
+
+
+class _Annotations(BaseModel):
+    model_config = ConfigDict(populate_by_name=False, extra="forbid", frozen=True)
+
+    memory: Annotated[int | None, Field(alias=MEMORY)] = None
+    model: Annotated[str | None, Field(alias=MODEL, min_length=1)] = None
+    partitions: Annotated[Literal[1, 2, 4, 8], Field(alias=PARTITIONS)] = 1
+    partition_mode: Annotated[
+        Literal["any", "SPX", "DPX", "QPX", "CPX"], Field(alias=PARTITION_MODE)
+    ] = "any"
+    qos: Annotated[QosClass, Field(alias=QOS)] = QosClass.STANDARD
+    sharing: Annotated[Sharing, Field(alias=SHARING)] = Sharing.SHARED
+    queue: Annotated[Literal["true", "false"], Field(alias=QUEUE)] = "false"
+
+    @field_validator("memory", mode="before")
+    @classmethod
+    def _memory(cls, value: Any) -> int | None:
+        if value is None:
+            return None
+        size = parse_bytes(str(value))
+        if size <= 0:
+            raise ValueError("must be greater than 0")
+        return size
+
+    @field_validator("partitions", mode="before")
+    @classmethod
+    def _partitions(cls, value: Any) -> Any:
+        return int(value) if isinstance(value, str) and value.strip().isdigit() else value
+
+    @field_validator("partition_mode", mode="before")
+    @classmethod
+    def _mode(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        return "any" if value.strip().lower() == "any" else value.strip().upper()
+
+
+def is_managed(annotations: Mapping[str, str] | None) -> bool:
+    """A pod opts in by naming its memory or its model."""
+    return annotations is not None and (MEMORY in annotations or MODEL in annotations)
+
+
+def qos_of(annotations: Mapping[str, str]) -> QosClass:
+    """The pod's QoS class: standard when it names none (or one that no longer parses). It
+    decides what a latency pod may preempt, so it is read without refusing anything."""
+    try:
+        return QosClass(annotations.get(QOS, QosClass.STANDARD.value))
+    except ValueError:
+        return QosClass.STANDARD
+
+
+def is_queued(annotations: Mapping[str, str]) -> bool:
+    """A pod opts in to the QoS queue with ``mipart.io/queue: "true"`` (validated by
+    parse_request like every other annotation)."""
+    return annotations.get(QUEUE) == "true"
+
+
+def parse_request(annotations: Mapping[str, str]) -> PartitionRequest:
+    """The PartitionRequest a pod's annotations ask for; AnnotationError if any is bad."""
+    ours = {
+        k: v
+        for k, v in annotations.items()
+        if k.startswith(PREFIX) and k not in (ALLOCATION, PLANNED_MODE)
+    }
+    problems = [
+        f"{key}: unknown annotation; known: {', '.join(USER_ANNOTATIONS)}"
+        for key in sorted(ours)
+        if key not in USER_ANNOTATIONS
+    ]
+    known = {k: v for k, v in ours.items() if k in USER_ANNOTATIONS}
+    try:
+        parsed = _Annotations.model_validate(known)
+    except ValidationError as err:
+        for e in err.errors():
+            key = str(e["loc"][0]) if e["loc"] else "?"
+            problems.append(f"{key}: {known.get(key)!r} is not valid; allowed: {_ALLOWED[key]}")
+        raise AnnotationError(problems) from None
+    if problems:
+        raise AnnotationError(problems)
+    request = _to_request(parsed)
+    planned = annotations.get(PLANNED_MODE)
+    if planned is not None and request.compute_mode is None:
+        try:
+            return replace(request, compute_mode=ComputeMode(planned))
+        except ValueError:
+            raise AnnotationError(
+                [f"{PLANNED_MODE}: {planned!r} is not valid; allowed: SPX, DPX, QPX or CPX"]
+            ) from None
+    return request
+
+
+def _to_request(parsed: _Annotations) -> PartitionRequest:
+    if (parsed.memory is None) == (parsed.model is None):
+        raise AnnotationError(
+            [
+                f"{MEMORY} / {MODEL}: give exactly one: the memory per replica, or a model to "
+                "estimate it from"
+            ]
+        )
+    if parsed.memory is not None:
+        per_partition = -(-parsed.memory // parsed.partitions)
+    else:
+        assert parsed.model is not None
+        try:
+            spec = lookup(parsed.model)
+            per_partition = estimate(
+                spec,
+                max_model_len=min(MODEL_CONTEXT_TOKENS, spec.max_context),
+                tensor_parallel=parsed.partitions,
+            ).per_partition_bytes
+        except (UnknownModel, InvalidSizing) as err:
+            raise AnnotationError([f"{MODEL}: {parsed.model!r}: {err}"]) from None
+    mode = None if parsed.partition_mode == "any" else ComputeMode(parsed.partition_mode)
+    _check_fits_some_partition(per_partition, mode, parsed)
+    return PartitionRequest(
+        memory_bytes=per_partition,
+        partitions=parsed.partitions,
+        compute_mode=mode,
+        qos=parsed.qos,
+        sharing=parsed.sharing,
+    )
+
+
+def _check_fits_some_partition(
+    per_partition: int, mode: ComputeMode | None, parsed: _Annotations
+) -> None:
+    """Refuse at admission what no partition of any node could ever hold (a CPX partition is
+    24574Mi, so "24Gi" on CPX can never run), instead of leaving the pod Pending forever."""
+    largest_mode = mode or ComputeMode.SPX
+    largest = GPU_MEMORY_BYTES // largest_mode.partition_count
+    usable = largest if parsed.sharing is Sharing.EXCLUSIVE else largest - INSTANCE_OVERHEAD_BYTES
+    if per_partition <= usable:
+        return
+    key = MEMORY if parsed.memory is not None else MODEL
+    need = format_bytes(per_partition, Rounding.UP)
+    room = format_bytes(usable, Rounding.DOWN)
+    how = "exclusive" if parsed.sharing is Sharing.EXCLUSIVE else "shared"
+    raise AnnotationError(
+        [
+            f"{key}: needs {need} per partition, more than any {largest_mode.value} partition "
+            f"holds ({room} {how}); ask for less memory, more {PARTITIONS}, or "
+            f"{SHARING}: exclusive"
+        ]
+    )

@@ -1,1 +1,0 @@
-"""The mipart scheduler extender, admission webhook and controller (cluster side)."""

@@ -1,0 +1,1 @@
+"""mipart-extender, the kube-scheduler extender: filter, prioritize, bind and preempt."""

@@ -1,0 +1,1 @@
+"""mipart-webhook, the admission webhook: turns mipart.io annotations into the pod changes."""

@@ -1,0 +1,223 @@
+"""Admission webhook for pods: turns ``mipart.io/*`` annotations into what the scheduler and
+the node need, and refuses bad ones with a message that names the annotation, the value and
+what is allowed (the API server shows it to the user as the reason the pod was refused).
+
+- mutate (CREATE): spec.schedulerName, the ``mipart.io/partition`` request on the first
+  container (extended resources need requests == limits), the launcher's environment;
+- validate (CREATE, UPDATE): the annotations parse; nobody but the extender's Binding sets
+  ``mipart.io/allocation`` (a pod cannot claim a partition by annotating itself).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from mipart.cluster.annotations import (
+    PARTITION_MODE,
+    PLANNED_MODE,
+    QOS,
+    QUEUE,
+    USER_ANNOTATIONS,
+    AnnotationError,
+    is_managed,
+    is_queued,
+    parse_request,
+)
+from mipart.cluster.http import BadRequest
+from mipart.kube.objects import ALLOCATION
+from mipart.placement import QosClass
+
+RESOURCE = "mipart.io/partition"
+# The scheduling gate that holds a queued pod until mipart-controller releases it.
+QUEUE_GATE = "mipart.io/queue"
+# PriorityClass per QoS class: manifests/controller/priorityclasses.yaml defines the same.
+# Only latency may preempt; the values leave room for a cluster's own classes around them.
+PRIORITY_CLASSES: dict[QosClass, tuple[str, int, str]] = {
+    QosClass.LATENCY: ("mipart-latency", 100_000, "PreemptLowerPriority"),
+    QosClass.STANDARD: ("mipart-standard", 10_000, "Never"),
+    QosClass.BATCH: ("mipart-batch", 1_000, "Never"),
+}
+
+
+@dataclass(frozen=True)
+class Webhook:
+    scheduler_name: str = "mipart-scheduler"
+
+    def mutate(self, body: Any) -> dict[str, Any]:
+        request = _request(body)
+        pod, annotations = _pod(request, "object")
+        if request.get("operation") != "CREATE" or not is_managed(annotations):
+            return _review(request, allowed=True)
+        problems = _problems(pod, annotations, creating=True, scheduler=self.scheduler_name)
+        if problems:
+            return _review(request, allowed=False, message=problems)
+        patch = _patch(pod, annotations, self.scheduler_name)
+        return _review(request, allowed=True, patch=patch)
+
+    def validate(self, body: Any) -> dict[str, Any]:
+        request = _request(body)
+        pod, annotations = _pod(request, "object")
+        _, old = _pod(request, "oldObject")
+        if request.get("operation") == "UPDATE":
+            if annotations.get(ALLOCATION) != old.get(ALLOCATION):
+                return _review(
+                    request,
+                    allowed=False,
+                    message=f"{ALLOCATION}: set only by the mipart extender when it binds the pod",
+                )
+            changed = [k for k in USER_ANNOTATIONS if annotations.get(k) != old.get(k)]
+            if changed:
+                # They decided the pod's queue, priority and partition: a later edit would let
+                # a batch pod jump the queue or make itself unevictable.
+                return _review(
+                    request,
+                    allowed=False,
+                    message=f"{', '.join(changed)}: cannot change after the pod is created; "
+                    "create a new pod instead",
+                )
+            return _review(request, allowed=True)
+        if request.get("operation") != "CREATE" or not (
+            is_managed(annotations) or ALLOCATION in annotations
+        ):
+            return _review(request, allowed=True)
+        problems = _problems(pod, annotations, creating=True, scheduler=self.scheduler_name)
+        return _review(request, allowed=not problems, message=problems)
+
+
+def _request(body: Any) -> dict[str, Any]:
+    if not isinstance(body, dict) or not isinstance(body.get("request"), dict):
+        raise BadRequest("expected an admission.k8s.io/v1 AdmissionReview with a 'request'")
+    request: dict[str, Any] = body["request"]
+    if not isinstance(request.get("uid"), str):
+        raise BadRequest("AdmissionReview.request.uid must be a string")
+    return request
+
+
+def _pod(request: dict[str, Any], field: str) -> tuple[dict[str, Any], dict[str, str]]:
+    """The pod in ``request[field]`` and its annotations; BadRequest if it is not pod-shaped."""
+    pod = request.get(field) or {}
+    if not isinstance(pod, dict):
+        raise BadRequest(f"AdmissionReview.request.{field} must be an object")
+    for part in ("metadata", "spec"):
+        if not isinstance(pod.get(part) or {}, dict):
+            raise BadRequest(f"AdmissionReview.request.{field}.{part} must be an object")
+    annotations = (pod.get("metadata") or {}).get("annotations") or {}
+    if not isinstance(annotations, dict):
+        raise BadRequest(f"AdmissionReview.request.{field}.metadata.annotations must be a map")
+    containers = (pod.get("spec") or {}).get("containers") or []
+    if not isinstance(containers, list) or not all(isinstance(c, dict) for c in containers):
+        raise BadRequest(f"AdmissionReview.request.{field}.spec.containers must be a list")
+    return pod, {str(k): str(v) for k, v in annotations.items()}
+
+
+def _problems(
+    pod: dict[str, Any], annotations: dict[str, str], *, creating: bool, scheduler: str
+) -> str:
+    problems: list[str] = []
+    if creating and ALLOCATION in annotations:
+        problems.append(f"{ALLOCATION}: set only by the mipart extender when it binds the pod")
+    if creating and PLANNED_MODE in annotations:
+        problems.append(
+            f"{PLANNED_MODE}: set only by mipart-controller when it releases the pod; "
+            f"ask for a mode with {PARTITION_MODE}"
+        )
+    try:
+        parse_request(annotations)
+    except AnnotationError as err:
+        problems.extend(err.problems)
+    chosen = (pod.get("spec") or {}).get("schedulerName")
+    if chosen not in (None, "", "default-scheduler", scheduler):
+        problems.append(
+            f"spec.schedulerName: {chosen!r} would bypass mipart; leave it unset or "
+            f"use {scheduler!r}"
+        )
+    chosen_class = (pod.get("spec") or {}).get("priorityClassName")
+    if is_queued(annotations) and chosen_class and not problems:
+        ours = PRIORITY_CLASSES[parse_request(annotations).qos][0]
+        if chosen_class != ours:
+            problems.append(
+                f"spec.priorityClassName: {chosen_class!r} contradicts {QUEUE}: the queue "
+                f"gives {QOS} class {ours!r}; leave it unset"
+            )
+    if not (pod.get("spec") or {}).get("containers"):
+        problems.append("spec.containers: a pod needs a container to give the partition to")
+    return "; ".join(problems)
+
+
+def _patch(pod: dict[str, Any], annotations: dict[str, str], scheduler: str) -> list[Any]:
+    partitions = str(parse_request(annotations).partitions)
+    container = pod["spec"]["containers"][0]
+    resources = container.get("resources") or {}
+    if not isinstance(resources, dict):
+        resources = {}
+    ops: list[dict[str, Any]] = [
+        {"op": "add", "path": "/spec/schedulerName", "value": scheduler},
+    ]
+    if "resources" not in container:
+        ops.append({"op": "add", "path": "/spec/containers/0/resources", "value": {}})
+    for kind in ("requests", "limits"):
+        if kind not in resources:
+            ops.append({"op": "add", "path": f"/spec/containers/0/resources/{kind}", "value": {}})
+        ops.append(
+            {
+                "op": "add",
+                "path": f"/spec/containers/0/resources/{kind}/{_escape(RESOURCE)}",
+                "value": partitions,
+            }
+        )
+    if is_queued(annotations):
+        ops.extend(_queue_ops(pod, parse_request(annotations).qos))
+    env = container.get("env")
+    launcher_env = [
+        # The allocation lands on the pod at bind; the launcher reads it from here. (The
+        # partitions, their memory and pools come from the device plugin's CDI spec.)
+        {
+            "name": "MIPART_ALLOCATION",
+            "valueFrom": {"fieldRef": {"fieldPath": f"metadata.annotations['{ALLOCATION}']"}},
+        },
+    ]
+    if env is None:
+        ops.append({"op": "add", "path": "/spec/containers/0/env", "value": launcher_env})
+    else:
+        ops.extend(
+            {"op": "add", "path": "/spec/containers/0/env/-", "value": v} for v in launcher_env
+        )
+    return ops
+
+
+def _queue_ops(pod: dict[str, Any], qos: QosClass) -> list[dict[str, Any]]:
+    """Hold the pod behind the queue gate, with its class's priority. The Priority admission
+    plugin resolved the class before webhooks ran and checks the result after them, so the
+    value and the preemption policy it would have resolved are set too."""
+    name, value, preemption = PRIORITY_CLASSES[qos]
+    gate = {"name": QUEUE_GATE}
+    spec = pod.get("spec") or {}
+    ops: list[dict[str, Any]] = [
+        {"op": "add", "path": "/spec/priorityClassName", "value": name},
+        {"op": "add", "path": "/spec/priority", "value": value},
+        {"op": "add", "path": "/spec/preemptionPolicy", "value": preemption},
+    ]
+    if spec.get("schedulingGates"):
+        ops.append({"op": "add", "path": "/spec/schedulingGates/-", "value": gate})
+    else:
+        ops.append({"op": "add", "path": "/spec/schedulingGates", "value": [gate]})
+    return ops
+
+
+def _escape(key: str) -> str:
+    return key.replace("~", "~0").replace("/", "~1")
+
+
+def _review(
+    request: dict[str, Any], *, allowed: bool, message: str = "", patch: list[Any] | None = None
+) -> dict[str, Any]:
+    response: dict[str, Any] = {"uid": request["uid"], "allowed": allowed}
+    if not allowed:
+        response["status"] = {"code": 422, "reason": "Invalid", "message": message}
+    if patch:
+        response["patchType"] = "JSONPatch"
+        response["patch"] = base64.b64encode(json.dumps(patch).encode()).decode()
+    return {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "response": response}

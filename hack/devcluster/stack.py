@@ -1,0 +1,228 @@
+"""mipart's own components on the test control plane, each as its own service account:
+daemons over emulated MI300X publishing GPUNodes, the admission webhook, the extender."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from hack.devcluster import kube
+from hack.devcluster.binaries import REPO_ROOT
+from hack.devcluster.controlplane import ControlPlane
+from hack.devcluster.node import Node
+from hack.devcluster.procs import Process, free_ports, wait_until
+from hack.devcluster.readiness import http_ok
+
+WEBHOOK_MANIFEST = REPO_ROOT / "manifests" / "webhook" / "webhook.yaml"
+# The extender's --stale-after in the tests: a GPUNode whose heartbeat is older is not ready.
+EXTENDER_STALE_AFTER_S = 30
+
+
+def mipart_extender_argv(plane: ControlPlane, kubeconfig: Path) -> list[str]:
+    """mipart-extender on the port the scheduler's configuration names."""
+    return [
+        sys.executable,
+        "-m",
+        "mipart.scheduler_extender.main",
+        "--listen",
+        f"127.0.0.1:{plane.extender_port}",
+        "--kubeconfig",
+        str(kubeconfig),
+        "--log-format",
+        "json",
+        "--stale-after",
+        str(EXTENDER_STALE_AFTER_S),
+    ]
+
+
+def start_extender_process(plane: ControlPlane, name: str, argv: list[str], log: Path) -> Process:
+    """Start an extender (argv) and wait until it answers /readyz on the extender port."""
+    extender = Process.start(name, argv, log, detach=False)
+    wait_until(
+        f"{name} to serve",
+        lambda: http_ok(f"http://127.0.0.1:{plane.extender_port}/readyz"),
+        timeout=60,
+        process=extender,
+    )
+    return extender
+
+
+@dataclass
+class Stack:
+    plane: ControlPlane
+    emulator: Path
+    workdir: Path
+    daemons: dict[str, Node] = field(default_factory=dict)
+    extender: Process | None = None
+    webhook: Process | None = None
+    controller: Process | None = None
+    controller_metrics: str = ""
+
+    # -- daemons --------------------------------------------------------------------------
+
+    def start_daemon(self, node_name: str, compute: dict[int, str] | None = None) -> Node:
+        """A daemon for a kwok node, its GPUs set to ``compute`` (GPU -> mode; others SPX)."""
+        token = self.plane.service_account_kubeconfig("mipart-system", "mipart-daemon")
+        node = Node(self.emulator, self.workdir / node_name)
+        node.tmp.mkdir(parents=True, exist_ok=True)
+        node.extra_args = [
+            "--kubeconfig",
+            str(token),
+            "--node-name",
+            node_name,
+            "--heartbeat",
+            "5",
+            "--poll-interval",
+            "2",
+        ]
+        node.start()
+        by_mode: dict[str, list[str]] = {}
+        for gpu, mode in (compute or {}).items():
+            by_mode.setdefault(mode, []).append(str(gpu))
+        for mode, gpus in by_mode.items():
+            node.smi_ok("set", "compute", mode, "--gpu", ",".join(gpus))
+        self.daemons[node_name] = node
+        return node
+
+    def wait_published(self, api: Any) -> None:
+        def all_current() -> bool:
+            for name, node in self.daemons.items():
+                status = kube.gpunode(api, name).get("status", {})
+                want = sum(len(g["partitions"]) for g in node.show()["gpus"])
+                if status.get("partitionCount") != want:
+                    return False
+            return True
+
+        wait_until("GPUNodes published", all_current, timeout=60)
+
+    # -- webhook --------------------------------------------------------------------------
+
+    def start_webhook(self, api: Any) -> None:
+        cert = self.plane.issue_serving_cert("mipart-webhook")
+        (port,) = free_ports(1)
+        self.webhook = Process.start(
+            "mipart-webhook",
+            [
+                sys.executable,
+                "-m",
+                "mipart.webhook.main",
+                "--listen",
+                f"127.0.0.1:{port}",
+                "--tls-cert",
+                str(cert.cert),
+                "--tls-key",
+                str(cert.key),
+                "--log-format",
+                "json",
+            ],
+            self.workdir / "webhook.log",
+            detach=False,
+        )
+        ca = base64.b64encode(self.plane.ca_cert.read_bytes()).decode()
+        admission = kube.admission_registration(api)
+        for doc in yaml.safe_load_all(WEBHOOK_MANIFEST.read_text()):
+            for hook in doc["webhooks"]:
+                path = hook["clientConfig"]["service"]["path"]
+                # The manifest points at the in-cluster Service; here the webhook is local.
+                hook["clientConfig"] = {"url": f"https://127.0.0.1:{port}{path}", "caBundle": ca}
+            create = (
+                admission.create_mutating_webhook_configuration
+                if doc["kind"] == "MutatingWebhookConfiguration"
+                else admission.create_validating_webhook_configuration
+            )
+            create(doc)
+        wait_until(
+            "the webhook to answer",
+            lambda: _webhook_answers(api),
+            timeout=30,
+            process=self.webhook,
+        )
+
+    # -- extender -------------------------------------------------------------------------
+
+    def start_extender(self) -> Process:
+        token = self.plane.service_account_kubeconfig("mipart-system", "mipart-scheduler")
+        self.extender = start_extender_process(
+            self.plane,
+            "mipart-extender",
+            mipart_extender_argv(self.plane, token),
+            self.workdir / "extender.log",
+        )
+        return self.extender
+
+    # -- controller -----------------------------------------------------------------------
+
+    def start_controller(self, *args: str) -> Process:
+        token = self.plane.service_account_kubeconfig("mipart-system", "mipart-controller")
+        (port,) = free_ports(1)
+        self.controller = Process.start(
+            "mipart-controller",
+            [
+                sys.executable,
+                "-m",
+                "mipart.controller.main",
+                "--kubeconfig",
+                str(token),
+                "--metrics-address",
+                f"127.0.0.1:{port}",
+                "--log-format",
+                "json",
+                "--stale-after",
+                "30",
+                *args,
+            ],
+            self.workdir / "controller.log",
+            detach=False,
+        )
+        self.controller_metrics = f"http://127.0.0.1:{port}/metrics"
+        wait_until(
+            "the controller to serve metrics",
+            lambda: http_ok(self.controller_metrics),
+            timeout=60,
+            process=self.controller,
+        )
+        return self.controller
+
+    # -- teardown -------------------------------------------------------------------------
+
+    def stop(self, api: Any) -> None:
+        for process in (self.controller, self.extender, self.webhook):
+            if process is not None:
+                process.stop()
+        admission = kube.admission_registration(api)
+        with contextlib.suppress(Exception):
+            admission.delete_mutating_webhook_configuration("mipart")
+        with contextlib.suppress(Exception):
+            admission.delete_validating_webhook_configuration("mipart")
+        objects = kube.custom_objects(api)
+        for name, node in self.daemons.items():
+            node.stop()
+            with contextlib.suppress(Exception):
+                objects.delete_cluster_custom_object(*kube.GPUNODES, name)
+
+    def logs(self) -> Iterator[tuple[str, str]]:
+        for process in (self.controller, self.extender, self.webhook):
+            if process is not None:
+                yield process.name, process.tail(60)
+        for name, node in self.daemons.items():
+            yield f"daemon {name}", node.log()[-3000:]
+
+
+def _webhook_answers(api: Any) -> bool:
+    """A dry-run pod with a bad annotation is refused by our validating webhook."""
+    pod = {
+        "metadata": {"name": "webhook-probe", "annotations": {"mipart.io/memory": "lots"}},
+        "spec": {"containers": [{"name": "c", "image": "x"}]},
+    }
+    try:
+        kube.core(api).create_namespaced_pod("default", pod, dry_run="All")
+    except Exception as err:
+        return "mipart.io/memory" in str(err)
+    return False

@@ -1,0 +1,474 @@
+"""The re-partition planner: what it changes, what it never touches, and its brakes.
+
+The property tests at the end drive the planner through random clusters, and through an hour
+of demand that flips between 70B and 8B replicas with a small simulated cluster (daemons that
+take ``SWITCH_S`` per change), and check the rules on every round.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field, replace
+from itertools import pairwise
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from mipart.geometry import ComputeMode, MemoryMode, NodeLayout, is_compatible, layout_steps
+from mipart.geometry._partitions import partition_id
+from mipart.placement import (
+    Allocation,
+    ClusterView,
+    NodeCapacity,
+    PartitionRequest,
+    Sharing,
+    allocation_for,
+)
+from mipart.planner import (
+    ComputeChange,
+    MemoryChange,
+    NodeSnapshot,
+    Plan,
+    PlannerPolicy,
+    Waiting,
+    plan,
+)
+from mipart.planner._nodes import natural_mode
+from mipart.planner._types import Hold
+from mipart.sizing import estimate, lookup
+
+GI = 2**30
+SPX, DPX, QPX, CPX = ComputeMode.SPX, ComputeMode.DPX, ComputeMode.QPX, ComputeMode.CPX
+NPS1, NPS4 = MemoryMode.NPS1, MemoryMode.NPS4
+EXCLUSIVE = Sharing.EXCLUSIVE
+LONG_AGO = -3600.0  # demand that has waited long enough to settle
+NOW = 0.0
+
+
+def replica(model: str) -> PartitionRequest:
+    memory = estimate(lookup(model), max_model_len=8192).per_partition_bytes
+    return PartitionRequest(memory, sharing=EXCLUSIVE)
+
+
+BIG = replica("meta-llama/Llama-3.1-70B-Instruct")  # 136.6 GiB: SPX only
+SMALL = replica("meta-llama/Llama-3.1-8B-Instruct")  # 18.4 GiB: a CPX partition
+
+
+def snapshot(name: str, *modes: ComputeMode, memory: MemoryMode = NPS1, **kw: Any) -> NodeSnapshot:
+    capacity = NodeCapacity.from_layout(name, NodeLayout(memory, dict(enumerate(modes))))
+    return NodeSnapshot(capacity, **kw)
+
+
+def gpu_of(partition: str) -> int:
+    """The GPU in a partition ID such as ``gpu3-cpx-5``."""
+    return int(partition.split("-", maxsplit=1)[0].removeprefix("gpu"))
+
+
+def holding(node: str, gpu: int, mode: ComputeMode, pod: str = "") -> Allocation:
+    pod = pod or f"{node}-gpu{gpu}"
+    return Allocation(pod, pod, node, (partition_id(gpu, mode, 0),), 10 * GI)
+
+
+def waiting(request: PartitionRequest, count: int, since: float = LONG_AGO) -> list[Waiting]:
+    return [Waiting(request, since, f"pod-{i}") for i in range(count)]
+
+
+def compute_changes(result: Plan) -> list[tuple[str, int, ComputeMode, ComputeMode]]:
+    return [
+        (d.node, d.gpu, d.source, d.target)
+        for d in result.decisions
+        if isinstance(d, ComputeChange)
+    ]
+
+
+# --- the cases the issue names ------------------------------------------------------------
+
+
+def test_a_waiting_70b_turns_the_one_idle_cpx_gpu_into_spx() -> None:
+    node = snapshot("n0", *[CPX] * 8)
+    busy = [holding("n0", g, CPX) for g in range(7)]
+    result = plan([node], busy, [Waiting(BIG, LONG_AGO, "llama-70b-0")], now=NOW)
+    assert compute_changes(result) == [("n0", 7, CPX, SPX)]
+    reason = result.decisions[0].reason
+    assert "idle GPU 7: CPX -> SPX" in reason
+    assert "llama-70b-0" in reason
+    assert result.admitted == ()  # it waits for the switch
+    assert result.decisions[0].labels == {"kind": "compute", "from": "CPX", "to": "SPX"}
+
+
+def test_eight_small_replicas_turn_an_idle_spx_gpu_into_cpx() -> None:
+    result = plan([snapshot("n0", SPX, SPX)], [], waiting(SMALL, 8), now=NOW)
+    assert compute_changes(result) == [("n0", 0, SPX, CPX)]
+    assert (
+        "8 waiting pods fit (8 x 18.5Gi, CPX partitions 77% filled)" in result.decisions[0].reason
+    )
+
+
+def test_a_gpu_with_an_allocation_never_changes() -> None:
+    node = snapshot("n0", *[SPX] * 2)
+    allocations = [holding("n0", 0, SPX), holding("n0", 1, SPX)]
+    result = plan([node], allocations, waiting(SMALL, 16), now=NOW)
+    assert result.decisions == ()
+    # Each SPX GPU still has room for the small replicas, exclusive ones too: not here.
+    assert result.admitted == ()
+
+
+def test_busy_switching_drained_sick_and_unready_gpus_are_left_alone() -> None:
+    nodes = [
+        snapshot("busy", SPX, busy_gpus=frozenset({0})),
+        snapshot("switching", SPX, SPX, switching={0: QPX}),
+        replace(snapshot("drained", SPX), capacity=_drained(snapshot("drained", SPX), 0)),
+        replace(snapshot("sick", SPX), capacity=_sick(snapshot("sick", SPX))),
+        replace(snapshot("unready", SPX), capacity=replace(snapshot("x", SPX).capacity,
+                name="unready", ready=False)),
+    ]  # fmt: skip
+    result = plan(nodes, [], waiting(SMALL, 64), now=NOW)
+    assert compute_changes(result) == [("switching", 1, SPX, CPX)]
+
+
+def _drained(node: NodeSnapshot, gpu: int) -> NodeCapacity:
+    return replace(node.capacity, drained_gpus=frozenset({gpu}))
+
+
+def _sick(node: NodeSnapshot) -> NodeCapacity:
+    parts = tuple(replace(p, healthy=False) for p in node.capacity.partitions)
+    return replace(node.capacity, partitions=parts)
+
+
+def test_pods_that_fit_as_things_are_are_admitted_with_the_mode_they_were_counted_on() -> None:
+    # Two idle SPX GPUs, a 70B and eight 8B replicas waiting: the 70B takes one SPX GPU as it
+    # is; the 8Bs must not take the other SPX GPU whole, it becomes CPX for them.
+    node = snapshot("n0", SPX, SPX)
+    demand = [Waiting(BIG, LONG_AGO, "big"), *waiting(SMALL, 8)]
+    result = plan([node], [], demand, now=NOW)
+    assert [(a.position, a.compute_mode, a.node) for a in result.admitted] == [(0, SPX, "n0")]
+    assert compute_changes(result) == [("n0", 1, SPX, CPX)]
+
+
+def test_a_pod_that_asks_for_a_mode_gets_that_mode() -> None:
+    # Keeping the SPX GPU would do for this replica, but it asked for CPX partitions.
+    pinned = replace(SMALL, compute_mode=CPX)
+    result = plan([snapshot("n0", SPX)], [], waiting(pinned, 1), now=NOW,
+                  policy=PlannerPolicy(change_penalty=100))  # fmt: skip
+    assert compute_changes(result) == [("n0", 0, SPX, CPX)]
+    assert plan([snapshot("n0", SPX)], [], waiting(replace(SMALL, compute_mode=SPX), 1),
+                now=NOW).admitted[0].compute_mode is SPX  # fmt: skip
+
+
+def test_free_room_on_busy_gpus_is_used_before_any_change() -> None:
+    node = snapshot("n0", CPX, SPX)
+    result = plan([node], [holding("n0", 0, CPX)], waiting(SMALL, 7), now=NOW)
+    assert result.decisions == ()
+    assert [a.compute_mode for a in result.admitted] == [CPX] * 7
+
+
+def test_gpus_switching_count_as_the_capacity_they_will_offer() -> None:
+    node = snapshot("n0", SPX, SPX, switching={0: CPX})
+    result = plan([node], [], waiting(SMALL, 8), now=NOW)
+    assert result.decisions == ()
+    assert result.admitted == ()  # they wait for GPU 0 to land in CPX
+
+
+def test_nothing_waiting_changes_nothing() -> None:
+    assert plan([snapshot("n0", SPX, CPX)], [], [], now=NOW) == Plan((), (), ())
+
+
+# --- brakes -------------------------------------------------------------------------------
+
+
+def test_young_demand_does_not_change_anything_yet() -> None:
+    policy = PlannerPolicy(settle_s=60)
+    result = plan([snapshot("n0", SPX)], [], waiting(SMALL, 8, since=-30), now=NOW, policy=policy)
+    assert result.decisions == ()
+    assert [d.hold for d in result.deferrals] == [Hold.SETTLING]
+    assert "waiting 60s for the demand to settle" in result.deferrals[0].reason
+    assert result.admitted == ()  # nor does it take the SPX GPU whole meanwhile
+
+
+def test_a_gpu_in_its_cool_down_is_held() -> None:
+    policy = PlannerPolicy(cooldown_s=600)
+    node = snapshot("n0", SPX, gpu_changed_at={0: -100.0})
+    result = plan([node], [], waiting(SMALL, 8), now=NOW, policy=policy)
+    assert result.decisions == ()
+    assert [(d.gpus, d.target, d.hold) for d in result.deferrals] == [((0,), CPX, Hold.COOLDOWN)]
+    later = plan([node], [], waiting(SMALL, 8), now=600.0, policy=policy)
+    assert compute_changes(later) == [("n0", 0, SPX, CPX)]
+
+
+def test_the_cluster_wide_bound_caps_gpus_changing_at_once() -> None:
+    nodes = [snapshot(f"n{i}", *[SPX] * 8) for i in range(2)]
+    policy = PlannerPolicy(max_changing=5)
+    result = plan(nodes, [], waiting(SMALL, 128), now=NOW, policy=policy)
+    assert len(result.decisions) == 5
+    assert Counter(d.hold for d in result.deferrals) == {Hold.BOUND: 11}
+    # Three already switching leave room for two more.
+    nodes[0] = replace(nodes[0], switching={0: CPX, 1: CPX, 2: CPX})
+    result = plan(nodes, [], waiting(SMALL, 128), now=NOW, policy=policy)
+    assert len(result.decisions) == 2
+
+
+def test_a_change_must_fill_partitions_better_than_keeping_the_mode() -> None:
+    # One 8B replica on an idle SPX GPU: 9.6% filled as it is, 77% in CPX: worth a change.
+    result = plan([snapshot("n0", SPX)], [], waiting(SMALL, 1), now=NOW)
+    assert compute_changes(result) == [("n0", 0, SPX, CPX)]
+    # A 40 GiB replica: QPX fills 83%, DPX as it is 42%; a penalty of 1.5 keeps DPX.
+    mid = PartitionRequest(40 * GI, sharing=EXCLUSIVE)
+    keep = plan([snapshot("n0", DPX)], [], waiting(mid, 1), now=NOW,
+                policy=PlannerPolicy(change_penalty=1.5))  # fmt: skip
+    assert keep.decisions == ()
+    assert [a.compute_mode for a in keep.admitted] == [DPX]
+
+
+# --- memory modes ---------------------------------------------------------------------------
+
+
+def test_an_idle_nps4_node_reloads_into_nps1_for_70b_replicas() -> None:
+    node = snapshot("n0", *[CPX] * 8, memory=NPS4)
+    result = plan([node], [], waiting(BIG, 3), now=NOW)
+    memory = [d for d in result.decisions if isinstance(d, MemoryChange)]
+    assert [(d.node, d.source, d.target) for d in memory] == [("n0", NPS4, NPS1)]
+    assert "every GPU of the node is idle" in memory[0].reason
+    # The reload leaves every GPU in SPX (the driver's AUTO mode for NPS1): nothing more to ask.
+    assert compute_changes(result) == []
+    assert memory[0].labels == {"kind": "memory", "from": "NPS4", "to": "NPS1"}
+
+
+def test_no_reload_while_any_gpu_of_the_node_is_used() -> None:
+    node = snapshot("n0", *[CPX] * 8, memory=NPS4)
+    result = plan([node], [holding("n0", 0, CPX)], waiting(BIG, 3), now=NOW)
+    assert result.decisions == ()
+
+
+def test_no_reload_unless_the_gain_is_worth_it() -> None:
+    node = snapshot("n0", *[CPX] * 8, memory=NPS4)
+    policy = PlannerPolicy(reload_min_gain_bytes=500 * GI)
+    assert plan([node], [], waiting(BIG, 3), now=NOW, policy=policy).decisions == ()
+
+
+def test_a_reload_counts_every_gpu_of_its_node_against_the_bound() -> None:
+    node = snapshot("n0", *[CPX] * 8, memory=NPS4)
+    result = plan([node], [], waiting(BIG, 3), now=NOW, policy=PlannerPolicy(max_changing=7))
+    assert result.decisions == ()
+    assert [(d.target, d.hold) for d in result.deferrals] == [(NPS1, Hold.BOUND)]
+
+
+def test_small_replicas_leave_an_nps2_node_idle_for_a_reload_rather_than_waste_dpx() -> None:
+    node = snapshot("n0", *[DPX] * 8, memory=MemoryMode.NPS2)
+    result = plan([node], [], waiting(SMALL, 16), now=NOW)
+    kinds = [type(d).__name__ for d in result.decisions]
+    assert kinds[0] == "MemoryChange"
+    assert Counter(c[3] for c in compute_changes(result)) == {CPX: 2}
+
+
+def test_natural_mode_is_the_smallest_partition_that_holds_the_pod() -> None:
+    assert natural_mode(SMALL, NPS1, 8) is CPX
+    assert natural_mode(BIG, NPS1, 8) is SPX
+    assert natural_mode(BIG, NPS4, 8) is None
+    assert natural_mode(replace(BIG, memory_bytes=71 * GI, partitions=2), NPS1, 8) is DPX
+
+
+# --- properties -----------------------------------------------------------------------------
+
+SIZES = st.sampled_from([SMALL, BIG, PartitionRequest(40 * GI, sharing=EXCLUSIVE),
+                         PartitionRequest(80 * GI, partitions=2, sharing=EXCLUSIVE),
+                         PartitionRequest(10 * GI)])  # fmt: skip
+
+
+@st.composite
+def clusters(draw: st.DrawFn) -> tuple[list[NodeSnapshot], list[Allocation], list[Waiting]]:
+    nodes: list[NodeSnapshot] = []
+    allocations: list[Allocation] = []
+    for n in range(draw(st.integers(1, 3))):
+        memory = draw(st.sampled_from([NPS1, NPS1, NPS4]))
+        allowed = st.sampled_from([m for m in ComputeMode if is_compatible(m, memory)])
+        modes = [draw(allowed) for _ in range(4)]
+        switching = draw(st.sets(st.integers(0, 3), max_size=1))
+        node = snapshot(f"n{n}", *modes, memory=memory,
+                        switching={g: CPX for g in switching if is_compatible(CPX, memory)},
+                        busy_gpus=frozenset(draw(st.sets(st.integers(0, 3), max_size=1))),
+                        gpu_changed_at={g: draw(st.floats(-2000, 0)) for g in range(4)})  # fmt: skip
+        nodes.append(node)
+        for gpu in draw(st.sets(st.integers(0, 3), max_size=3)):
+            allocations.append(holding(node.name, gpu, modes[gpu]))
+    demand = [Waiting(draw(SIZES), draw(st.floats(-300, 0)), f"w{i}")
+              for i in range(draw(st.integers(0, 40)))]  # fmt: skip
+    return nodes, allocations, demand
+
+
+@given(clusters(), st.integers(1, 10))
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_every_plan_keeps_the_rules(
+    cluster: tuple[list[NodeSnapshot], list[Allocation], list[Waiting]], bound: int
+) -> None:
+    nodes, allocations, demand = cluster
+    policy = PlannerPolicy(max_changing=bound)
+    result = plan(nodes, allocations, demand, now=NOW, policy=policy)
+    by_name = {n.name: n for n in nodes}
+    used = {(a.node, gpu_of(a.partition_ids[0])) for a in allocations}
+    desired = {n.name: NodeLayout(n.memory_mode, n.compute_modes()) for n in nodes}
+    for decision in result.decisions:
+        node = by_name[decision.node]
+        if isinstance(decision, MemoryChange):
+            assert not any(a.node == node.name for a in allocations)
+            desired[node.name] = desired[node.name].after_reload(decision.target)
+            continue
+        assert (node.name, decision.gpu) not in used
+        assert decision.gpu not in node.busy_gpus | node.switching.keys()
+        assert NOW - node.gpu_changed_at[decision.gpu] >= policy.cooldown_s
+        desired[node.name] = desired[node.name].with_compute(decision.gpu, decision.target)
+    for name, layout in desired.items():
+        layout_steps(NodeLayout(by_name[name].memory_mode, by_name[name].compute_modes()), layout)
+    changing = sum(n.changing for n in nodes) + sum(_gpus_changed(result, by_name))
+    assert changing <= max(bound, sum(n.changing for n in nodes))
+    positions = [a.position for a in result.admitted]
+    assert positions == sorted(set(positions))
+
+
+def _gpus_changed(result: Plan, nodes: dict[str, NodeSnapshot]) -> list[int]:
+    reloads = {d.node for d in result.decisions if isinstance(d, MemoryChange)}
+    counts = [len(nodes[n].compute_modes()) for n in reloads]
+    counts += [
+        1 for d in result.decisions if isinstance(d, ComputeChange) and d.node not in reloads
+    ]
+    return counts
+
+
+# --- an hour of alternating demand ----------------------------------------------------------
+
+SWITCH_S = 30.0
+STEP_S = 15.0
+
+
+@dataclass
+class Simulation:
+    """Nodes whose daemons apply the planner's changes after SWITCH_S; pods bound through the
+    placement engine in the mode the plan admitted them to."""
+
+    layouts: dict[str, NodeLayout]
+    policy: PlannerPolicy
+    now: float = 0.0
+    view: ClusterView = field(init=False)
+    landing: dict[tuple[str, int], tuple[ComputeMode, float]] = field(default_factory=dict)
+    changed_at: dict[str, dict[int, float]] = field(default_factory=dict)
+    pods: dict[str, tuple[PartitionRequest, float]] = field(default_factory=dict)
+    bound: set[str] = field(default_factory=set)
+    changes: list[tuple[float, str, int]] = field(default_factory=list)
+    most_changing: int = 0
+
+    def __post_init__(self) -> None:
+        self.view = ClusterView(NodeCapacity.from_layout(n, lay) for n, lay in self.layouts.items())
+        self.changed_at = {n: {} for n in self.layouts}
+
+    def tick(self) -> None:
+        for (node, gpu), (mode, done) in list(self.landing.items()):
+            if done <= self.now:
+                del self.landing[node, gpu]
+                self.layouts[node] = self.layouts[node].with_compute(gpu, mode)
+                self.changed_at[node][gpu] = done
+                self._publish(node)
+        names = [n for n in self.pods if n not in self.bound]
+        demand = [Waiting(self.pods[n][0], self.pods[n][1], n) for n in names]
+        result = plan(self._snapshots(), self.view.allocations(), demand, now=self.now,
+                      policy=self.policy)  # fmt: skip
+        for decision in result.decisions:
+            assert isinstance(decision, ComputeChange)  # NPS1 only: no reloads here
+            key = (decision.node, decision.gpu)
+            assert key not in self.landing
+            assert not any(
+                decision.gpu in {gpu_of(p) for p in a.partition_ids}
+                for a in self.view.allocations(decision.node)
+            )
+            self.landing[key] = (decision.target, self.now + SWITCH_S)
+            self.changes.append((self.now, *key))
+        for node in {d.node for d in result.decisions}:
+            self._publish(node)
+        self.most_changing = max(self.most_changing, len(self.landing))
+        for admission in result.admitted:
+            name = names[admission.position]
+            request = replace(self.pods[name][0], compute_mode=admission.compute_mode)
+            feasible = self.view.evaluate(request).feasible
+            if feasible:
+                best = min(feasible.values(), key=lambda p: (-p.score, p.node))
+                self.view.reserve(allocation_for(best, request, pod=name, pod_uid=name))
+                self.bound.add(name)
+        self.now += STEP_S
+
+    def arrive(self, names: list[str], request: PartitionRequest) -> None:
+        self.pods.update((n, (request, self.now)) for n in names)
+
+    def depart(self, names: list[str]) -> None:
+        for name in names:
+            del self.pods[name]
+            if name in self.bound:
+                self.bound.discard(name)
+                self.view.remove_allocation(name)
+
+    def _publish(self, node: str) -> None:
+        switching = frozenset(g for n, g in self.landing if n == node)
+        layout = self.layouts[node]
+        self.view.set_node(NodeCapacity.from_layout(node, layout, drained_gpus=switching))
+
+    def _snapshots(self) -> list[NodeSnapshot]:
+        snapshots = []
+        for node in self.layouts:
+            capacity = self.view.capacity(node)
+            assert capacity is not None
+            switching = {g: m for (n, g), (m, _) in self.landing.items() if n == node}
+            snapshots.append(NodeSnapshot(capacity, gpu_changed_at=self.changed_at[node],
+                                          switching=switching))  # fmt: skip
+        return snapshots
+
+
+def alternate_for_an_hour(period_s: float, policy: PlannerPolicy) -> Simulation:
+    """Two nodes of 8 GPUs; 12 x 70B replicas, then 96 x 8B replicas, flipping every period."""
+    sim = Simulation({f"n{i}": NodeLayout(NPS1, dict.fromkeys(range(8), SPX)) for i in range(2)},
+                     policy)  # fmt: skip
+    phase: list[str] = []
+    flips = 0
+    while sim.now < 3600:
+        if sim.now >= flips * period_s:
+            sim.depart(phase)
+            big = flips % 2 == 0
+            phase = [f"p{flips}-{i}" for i in range(12 if big else 96)]
+            sim.arrive(phase, BIG if big else SMALL)
+            flips += 1
+        sim.tick()
+    return sim
+
+
+@pytest.mark.parametrize("period_s", [300.0, 900.0])
+def test_alternating_demand_changes_each_gpu_at_most_once_per_cool_down(period_s: float) -> None:
+    policy = PlannerPolicy(settle_s=60, cooldown_s=600, max_changing=6)
+    sim = alternate_for_an_hour(period_s, policy)
+    per_gpu: dict[tuple[str, int], list[float]] = {}
+    for when, node, gpu in sim.changes:
+        per_gpu.setdefault((node, gpu), []).append(when)
+    assert per_gpu, "the demand did cause changes"
+    for times in per_gpu.values():
+        # A change lands SWITCH_S after it is decided; the cool-down runs from the landing.
+        assert all(b - a >= policy.cooldown_s + SWITCH_S for a, b in pairwise(times))
+        assert len(times) <= 1 + 3600 / policy.cooldown_s
+    assert sim.most_changing <= policy.max_changing
+    assert len(sim.changes) <= 16 * (1 + 3600 / policy.cooldown_s)
+
+
+@given(
+    period=st.sampled_from([120.0, 300.0, 600.0]),
+    cooldown=st.sampled_from([0.0, 300.0, 900.0]),
+    bound=st.integers(1, 16),
+    settle=st.sampled_from([0.0, 60.0]),
+)
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_the_brakes_bound_changes_per_hour_whatever_the_pattern(
+    period: float, cooldown: float, bound: int, settle: float
+) -> None:
+    policy = PlannerPolicy(settle_s=settle, cooldown_s=cooldown, max_changing=bound)
+    sim = alternate_for_an_hour(period, policy)
+    assert sim.most_changing <= bound
+    # At most one change per GPU per cool-down (plus the switch), and never more changes
+    # than the flips could call for: every GPU once per flip.
+    flips = 3600 / period
+    per_gpu = Counter((node, gpu) for _, node, gpu in sim.changes)
+    assert max(per_gpu.values(), default=0) <= min(flips, 1 + 3600 / (cooldown + SWITCH_S))

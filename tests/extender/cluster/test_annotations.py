@@ -1,0 +1,129 @@
+"""The annotation API: what is accepted, and that every refusal names the annotation, the
+value and what is allowed (table-driven, then fuzzed)."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from mipart.cluster.annotations import (
+    MEMORY,
+    MODEL,
+    PARTITION_MODE,
+    PARTITIONS,
+    QOS,
+    SHARING,
+    AnnotationError,
+    is_managed,
+    parse_request,
+)
+from mipart.geometry import ComputeMode
+from mipart.placement import QosClass, Sharing
+
+GI = 2**30
+
+
+def test_defaults() -> None:
+    request = parse_request({MEMORY: "20Gi"})
+    assert request.memory_bytes == 20 * GI
+    assert request.partitions == 1
+    assert request.compute_mode is None
+    assert request.qos is QosClass.STANDARD
+    assert request.sharing is Sharing.SHARED
+
+
+def test_everything_given() -> None:
+    request = parse_request(
+        {
+            MEMORY: "160Gi",
+            PARTITIONS: "4",
+            PARTITION_MODE: "qpx",
+            QOS: "latency",
+            SHARING: "exclusive",
+        }
+    )
+    assert request.memory_bytes == 40 * GI  # per partition
+    assert request.partitions == 4
+    assert request.compute_mode is ComputeMode.QPX
+    assert request.qos is QosClass.LATENCY
+    assert request.sharing is Sharing.EXCLUSIVE
+
+
+def test_model_is_sized_by_the_estimator() -> None:
+    small = parse_request({MODEL: "meta-llama/Llama-3.1-8B-Instruct"})
+    assert 16 * GI < small.memory_bytes < 24 * GI  # 16 GB of weights, fits a CPX partition
+    big = parse_request({MODEL: "Llama-3.1-70B-Instruct", PARTITIONS: "2"})
+    assert 66 * GI < big.memory_bytes < 96 * GI  # half of 141 GB per partition
+
+
+@pytest.mark.parametrize(
+    ("annotations", "expected"),
+    [
+        ({MEMORY: "lots"}, "mipart.io/memory: 'lots' is not valid; allowed: a byte quantity"),
+        ({MEMORY: "0"}, "mipart.io/memory: '0' is not valid"),
+        ({MEMORY: "-5Gi"}, "mipart.io/memory: '-5Gi' is not valid"),
+        ({MEMORY: "8Gi", PARTITIONS: "3"}, "mipart.io/partitions: '3' is not valid; allowed: 1, 2, 4 or 8"),
+        ({MEMORY: "8Gi", PARTITION_MODE: "TPX"}, "mipart.io/partition-mode: 'TPX' is not valid; allowed: any, SPX, DPX, QPX or CPX"),
+        ({MEMORY: "8Gi", QOS: "urgent"}, "mipart.io/qos: 'urgent' is not valid; allowed: latency, standard or batch"),
+        ({MEMORY: "8Gi", SHARING: "private"}, "mipart.io/sharing: 'private' is not valid; allowed: shared or exclusive"),
+        ({MEMORY: "8Gi", "mipart.io/queue": "yes"}, "mipart.io/queue: 'yes' is not valid; allowed: \"true\""),
+        ({MEMORY: "8Gi", "mipart.io/memroy": "8Gi"}, "mipart.io/memroy: unknown annotation; known: mipart.io/memory"),
+        ({MEMORY: "8Gi", MODEL: "meta-llama/Llama-3.1-8B"}, "give exactly one"),
+        ({QOS: "batch"}, "give exactly one"),
+        ({MODEL: "gpt-17"}, "mipart.io/model: 'gpt-17':"),
+        ({MEMORY: "24Gi", PARTITION_MODE: "CPX"}, "mipart.io/memory: needs 24Gi per partition, more than any CPX partition holds (22.9Gi shared)"),
+        ({MEMORY: "200Gi"}, "more than any SPX partition holds (190.9Gi shared)"),
+        ({MODEL: "Llama-3.1-70B-Instruct", PARTITION_MODE: "CPX"}, "mipart.io/model: needs"),
+    ],
+)  # fmt: skip
+def test_refusals_name_the_annotation_value_and_allowed(
+    annotations: dict[str, str], expected: str
+) -> None:
+    with pytest.raises(AnnotationError) as err:
+        parse_request(annotations)
+    assert expected in str(err.value)
+
+
+def test_every_bad_annotation_is_reported_at_once() -> None:
+    with pytest.raises(AnnotationError) as err:
+        parse_request({MEMORY: "8Gi", QOS: "urgent", SHARING: "private"})
+    assert len(err.value.problems) == 2
+
+
+def test_foreign_annotations_are_ignored_but_ours_are_not() -> None:
+    assert parse_request({MEMORY: "1Gi", "example.com/x": "y"}).memory_bytes == GI
+    assert is_managed({MODEL: "x"})
+    assert not is_managed({"mipart.io/qos": "batch"})
+    assert not is_managed(None)
+
+
+@given(
+    st.dictionaries(
+        st.one_of(
+            st.sampled_from([MEMORY, MODEL, PARTITIONS, PARTITION_MODE, QOS, SHARING]),
+            st.text(max_size=20).map(lambda t: "mipart.io/" + t),
+        ),
+        st.text(max_size=30),
+        max_size=6,
+    )
+)
+def test_any_input_either_parses_or_is_refused_clearly(annotations: dict[str, str]) -> None:
+    problems: list[str] = []
+    try:
+        request = parse_request(annotations)
+    except AnnotationError as err:
+        problems = err.problems
+    if problems:
+        assert all(p.startswith("mipart.io/") for p in problems), problems
+    else:
+        assert request.memory_bytes > 0
+
+
+def test_the_controllers_planned_mode_holds_a_pod_of_mode_any() -> None:
+    planned = {MEMORY: "20Gi", "mipart.io/planned-mode": "CPX"}
+    assert parse_request(planned).compute_mode is ComputeMode.CPX
+    # A mode the user asked for wins; a bad planned mode is an error, not ignored.
+    assert parse_request({**planned, PARTITION_MODE: "SPX"}).compute_mode is ComputeMode.SPX
+    with pytest.raises(AnnotationError, match=r"mipart\.io/planned-mode: 'TPX' is not valid"):
+        parse_request({MEMORY: "20Gi", "mipart.io/planned-mode": "TPX"})

@@ -1,0 +1,120 @@
+"""The JSON server's HTTP framing: what kube-scheduler and the API server send, and what a
+broken or hostile client might."""
+
+from __future__ import annotations
+
+import json
+import socket
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from mipart.cluster.http import MAX_FIELDS, JsonServer
+
+
+@pytest.fixture(scope="module")
+def port() -> Iterator[int]:
+    server = JsonServer("127.0.0.1", 0)
+    server.post_routes["/echo"] = lambda body: {"got": body}
+    server.start()
+    yield server.port
+    server.stop()
+
+
+def exchange(port: int, raw: bytes) -> bytes:
+    """Send raw bytes, read until the server closes the connection or goes quiet."""
+    with socket.create_connection(("127.0.0.1", port), timeout=0.5) as conn:
+        conn.sendall(raw)
+        received = b""
+        try:
+            while chunk := conn.recv(65536):
+                received += chunk
+        except TimeoutError:
+            received += b"<still open>"
+        return received
+
+
+def post(body: Any, *extra: str, version: str = "HTTP/1.1") -> bytes:
+    payload = json.dumps(body).encode()
+    head = [f"POST /echo {version}", "Host: x", f"Content-Length: {len(payload)}", *extra]
+    return "\r\n".join([*head, "", ""]).encode() + payload
+
+
+def replies(received: bytes) -> list[tuple[str, dict[str, str], Any]]:
+    """(status line, headers, JSON body) of each reply in a stream."""
+    out = []
+    rest = received.removesuffix(b"<still open>")
+    while rest:
+        head, _, rest = rest.partition(b"\r\n\r\n")
+        status, *lines = head.decode().split("\r\n")
+        headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines)}
+        length = int(headers["content-length"])
+        body, rest = rest[:length], rest[length:]
+        out.append((status, headers, json.loads(body)))
+    return out
+
+
+def test_keep_alive_serves_requests_one_after_another(port: int) -> None:
+    received = exchange(port, post({"n": 1}) + post({"n": 2}))
+    assert received.endswith(b"<still open>")
+    assert [(s, b) for s, _, b in replies(received)] == [
+        ("HTTP/1.1 200 OK", {"got": {"n": 1}}),
+        ("HTTP/1.1 200 OK", {"got": {"n": 2}}),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("extra", "version"), [(("Connection: close",), "HTTP/1.1"), ((), "HTTP/1.0")]
+)
+def test_the_connection_closes_when_the_client_asks(extra: tuple[str, ...], version: str) -> None:
+    server = JsonServer("127.0.0.1", 0)
+    server.post_routes["/echo"] = lambda body: {"got": body}
+    server.start()
+    try:
+        received = exchange(server.port, post({"n": 1}, *extra, version=version))
+    finally:
+        server.stop()
+    assert not received.endswith(b"<still open>")
+    ((status, headers, body),) = replies(received)
+    assert (status, headers["connection"], body) == ("HTTP/1.1 200 OK", "close", {"got": {"n": 1}})
+
+
+def test_expect_100_continue_is_answered_before_the_body(port: int) -> None:
+    with socket.create_connection(("127.0.0.1", port), timeout=2) as conn:
+        conn.sendall(b"POST /echo HTTP/1.1\r\nContent-Length: 2\r\nExpect: 100-continue\r\n\r\n")
+        assert conn.recv(100).startswith(b"HTTP/1.1 100 Continue\r\n")
+        conn.sendall(b"{}")
+        assert conn.recv(1000).endswith(b'{"got":{}}')
+
+
+@pytest.mark.parametrize(
+    ("raw", "status", "says"),
+    [
+        (b"POST /echo\r\n\r\n", 400, "bad request line"),
+        (b"POST /echo HTTP/2.0\r\nContent-Length: 0\r\n\r\n", 505, "HTTP/2.0 is not served"),
+        (b"POST /echo HTTP/1.1\r\nno colon here\r\n\r\n", 400, "bad header line"),
+        (b"POST /echo HTTP/1.1\r\nContent-Length : 2\r\n\r\n{}", 400, "bad header line"),
+        (
+            b"POST /echo HTTP/1.1\r\n" + b"X-A: b\r\n" * (MAX_FIELDS + 1) + b"\r\n",
+            431,
+            "too many header lines",
+        ),
+        (b"POST /echo HTTP/1.1\r\nX-Long: " + b"a" * 9000 + b"\r\n\r\n", 431, "too long"),
+        (
+            b"POST /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n",
+            411,
+            "Content-Length",
+        ),
+        (b"POST /echo HTTP/1.1\r\nContent-Length: -1\r\n\r\n", 400, "at most"),
+        (b"POST /echo HTTP/1.1\r\nContent-Length: 99999999\r\n\r\n{}", 400, "at most"),
+    ],
+)
+def test_malformed_requests_get_an_error_and_the_connection_closes(
+    port: int, raw: bytes, status: int, says: str
+) -> None:
+    received = exchange(port, raw)
+    assert received.startswith(f"HTTP/1.1 {status} ".encode()), received[:200]
+    assert says.encode() in received
+    # Framing the server cannot trust, or a body it did not read: it closes the connection.
+    assert not received.endswith(b"<still open>")
