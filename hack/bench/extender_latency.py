@@ -65,6 +65,7 @@ from mipart.scheduler_extender.verbs import Verbs
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from hack.bench import fleet
 from hack.bench.report import machine, percentile, print_table
+from mipart.contract.resources import PARTITION_RESOURCE
 
 SCHEDULER_NAME = "mipart-scheduler"
 NAMESPACE = "inference"
@@ -293,7 +294,7 @@ def pods(rng: random.Random) -> Iterator[dict[str, Any]]:
 
 def _pod(shape: Shape, replica_set: str, suffix: str, rng: random.Random) -> dict[str, Any]:
     partitions = shape.annotations.get("mipart.io/partitions", "1")
-    resources = {"cpu": "8", "memory": "64Gi", "mipart.io/partition": partitions}
+    resources = {"cpu": "8", "memory": "64Gi", PARTITION_RESOURCE: partitions}
     return {
         "metadata": {
             "name": f"{replica_set}-{suffix}",

@@ -78,12 +78,11 @@ from hack.devcluster.binaries import REPO_ROOT, cache_dir
 from hack.devcluster.controlplane import ControlPlane, print_progress
 from hack.devcluster.procs import Process, wait_until
 from hack.devcluster.stack import mipart_extender_argv, start_extender_process
+from mipart.contract.resources import GPUNODE_API_VERSION, GPUNODES, PARTITION_RESOURCE
 
 STATE_DIR = REPO_ROOT / ".run" / "bench-cluster"
-GPUNODES = "/apis/mipart.io/v1alpha1/gpunodes"
 NAMESPACE = "bench"
 SCHEDULER_NAME = "mipart-scheduler"
-PARTITION_RESOURCE = "mipart.io/partition"
 GI = 2**30
 # The daemons' heartbeat in the tests' stack is 5 s and the extender's staleness limit
 # (EXTENDER_STALE_AFTER_S) 30 s; 10 s keeps every node Ready with a third of the API writes.
@@ -157,7 +156,7 @@ def publish_gpunodes(api: KubeApi, names: list[str]) -> None:
         api.post(
             GPUNODES,
             {
-                "apiVersion": "mipart.io/v1alpha1",
+                "apiVersion": GPUNODE_API_VERSION,
                 "kind": "GPUNode",
                 "metadata": {"name": name},
                 "spec": {},

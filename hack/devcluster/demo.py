@@ -19,6 +19,7 @@ from hack.devcluster.controlplane import ControlPlane, print_progress
 from hack.devcluster.emulator import build_emulator
 from hack.devcluster.procs import wait_until
 from hack.devcluster.stack import Stack
+from mipart.contract.annotations import ALLOCATION
 
 EXAMPLES = REPO_ROOT / "manifests" / "examples"
 LAYOUTS: list[dict[int, str]] = [
@@ -86,7 +87,7 @@ def run(plane: ControlPlane, api: Any, stack: Stack) -> None:
     time.sleep(2)
     say("where each pod went, and on which partitions (the mipart.io/allocation annotation)")
     for pod in sorted(core.list_namespaced_pod("default").items, key=lambda p: p.metadata.name):
-        allocation = json.loads((pod.metadata.annotations or {}).get("mipart.io/allocation", "{}"))
+        allocation = json.loads((pod.metadata.annotations or {}).get(ALLOCATION, "{}"))
         print(
             f"  {pod.metadata.name:<26} {pod.spec.node_name or '-':<10} "
             f"{','.join(allocation.get('partitions', [])):<28} "

@@ -13,6 +13,9 @@ from typing import Any
 
 from kubernetes import client, config
 
+from mipart.contract.annotations import ALLOCATION
+from mipart.contract.resources import GPUNODE_GROUP, GPUNODE_PLURAL, GPUNODE_VERSION
+
 
 def new_client(kubeconfig: Path) -> Any:
     """A `kubernetes.client.ApiClient` for the identity in kubeconfig."""
@@ -44,7 +47,7 @@ def admission_registration(api: Any) -> Any:
     return client.AdmissionregistrationV1Api(api)
 
 
-GPUNODES = ("mipart.io", "v1alpha1", "gpunodes")
+GPUNODES = (GPUNODE_GROUP, GPUNODE_VERSION, GPUNODE_PLURAL)
 
 
 def gpunode(api: Any, name: str) -> dict[str, Any]:
@@ -86,6 +89,6 @@ def bound_pod(
     if scheduler_name is not None:
         spec["schedulerName"] = scheduler_name
     return {
-        "metadata": {"name": name, "annotations": {"mipart.io/allocation": json.dumps(allocation)}},
+        "metadata": {"name": name, "annotations": {ALLOCATION: json.dumps(allocation)}},
         "spec": spec,
     }

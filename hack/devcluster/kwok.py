@@ -7,12 +7,12 @@ from pathlib import Path
 from typing import Any
 
 from hack.devcluster.binaries import Binaries
+from mipart.contract.resources import PARTITION_RESOURCE
 
 # kwok manages only the nodes carrying this annotation (kwok's own convention).
 KWOK_ANNOTATION = "kwok.x-k8s.io/node"
 KWOK_SELECTOR = f"{KWOK_ANNOTATION}=fake"
 
-PARTITION_RESOURCE = "mipart.io/partition"
 GPU_PRODUCT_LABEL = "mipart.io/gpu-product"
 GPU_COUNT_LABEL = "mipart.io/gpu-count"
 

@@ -14,7 +14,8 @@ from kubernetes import watch
 
 from hack.devcluster import kube
 from hack.devcluster.procs import wait_until
-from mipart.webhook.mutate import QUEUE_GATE
+from mipart.contract.annotations import QUEUE
+from mipart.contract.resources import QUEUE_GATE
 
 
 @dataclass
@@ -41,7 +42,7 @@ def queued_pod(name: str, qos: str, memory: str) -> dict[str, Any]:
             "annotations": {
                 "mipart.io/memory": memory,
                 "mipart.io/qos": qos,
-                "mipart.io/queue": "true",
+                QUEUE: "true",
             },
         },
         "spec": {"containers": [{"name": "vllm", "image": "vllm/vllm-openai"}]},

@@ -16,9 +16,10 @@ from kubernetes.client.exceptions import ApiException
 
 from hack.devcluster import kube, kubeconfig
 from hack.devcluster.controlplane import MANIFESTS, ControlPlane
-from hack.devcluster.kwok import GPU_PRODUCT_LABEL, PARTITION_RESOURCE
+from hack.devcluster.kwok import GPU_PRODUCT_LABEL
 from hack.devcluster.procs import wait_until
 from hack.devcluster.webhook_server import DENY_LABEL, WebhookServer
+from mipart.contract.resources import PARTITION_RESOURCE
 
 pytestmark = pytest.mark.integration
 

@@ -8,14 +8,12 @@ from typing import Any
 import structlog
 
 from mipart.contract.allocation import decode
+from mipart.contract.annotations import ALLOCATION
 from mipart.kube.informer import object_key
 from mipart.placement import Allocation
 
 log = structlog.get_logger(__name__)
 
-GPUNODES = "/apis/mipart.io/v1alpha1/gpunodes"
-# Set by the extender at bind, atomically with spec.nodeName.
-ALLOCATION = "mipart.io/allocation"
 # A pod in one of these phases holds nothing any more.
 FINISHED = ("Succeeded", "Failed")
 

@@ -16,9 +16,11 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
+from mipart.contract import environment
+from mipart.contract.environment import AllocationError, ContainerAllocation, from_environ
 from mipart.geometry import format_bytes, parse_bytes
 from mipart.launcher import model_config, vllm_args
-from mipart.launcher.allocation import AllocationError, GivenAllocation, from_environ
+from mipart.launcher.checks import ModelMismatch, check_allocation, check_model
 from mipart.launcher.startup import LockRequest, exec_in_turn, say
 from mipart.sizing import DoesNotFit, InvalidSizing, ServingPlan, plan_serving
 
@@ -39,9 +41,12 @@ def build_parser() -> argparse.ArgumentParser:
             "Arguments you give vLLM are kept; one that contradicts the allocation is an error."
         ),
         epilog=(
-            "The allocation comes from MIPART_PARTITIONS, MIPART_MEMORY_LIMIT_BYTES, "
-            "MIPART_PARTITION_MEMORY_BYTES, MIPART_MEMORY_POOL and MIPART_STARTUP_SOCKET, which "
-            "the mipart device plugin sets. Example: mipart-vllm --dry-run --partitions "
+            f"The allocation comes from {environment.PARTITIONS}, "
+            f"{environment.MEMORY_LIMIT_BYTES}, {environment.PARTITION_MEMORY_BYTES}, "
+            f"{environment.MEMORY_POOL} and {environment.STARTUP_SOCKET}, which the mipart "
+            f"device plugin sets, checked against {environment.ALLOCATION}; the model against "
+            f"{environment.MODEL}. Both come from the pod's annotations through the webhook. "
+            "Example: mipart-vllm --dry-run --partitions "
             "gpu0-cpx-0 --memory-limit 20Gi --partition-memory 24574Mi --memory-pools "
             "gpu0-pool0 serve meta-llama/Llama-3.1-8B-Instruct --max-model-len 8k"
         ),
@@ -79,9 +84,13 @@ def main(argv: list[str] | None = None, env: Mapping[str, str] | None = None) ->
     environ = os.environ if env is None else env
     try:
         allocation = _allocation(args, environ)
+        check_allocation(allocation, environ)
         user = vllm_args.parse(args.vllm)
         vllm_args.check(user, allocation.tensor_parallel)
         model = model_config.find(user.model, args.model_config, environ)
+        note = check_model(user.model, model.spec, environ)
+        if note:
+            say(note)
         sizing = plan_serving(
             model.spec,
             limit_bytes=allocation.memory_limit_bytes,
@@ -97,6 +106,7 @@ def main(argv: list[str] | None = None, env: Mapping[str, str] | None = None) ->
         return _fail(f"does not fit: {err}")
     except (
         AllocationError,
+        ModelMismatch,
         vllm_args.ArgumentConflict,
         model_config.ModelNotFound,
         InvalidSizing,
@@ -108,11 +118,11 @@ def main(argv: list[str] | None = None, env: Mapping[str, str] | None = None) ->
         print(shlex.join(command))
         return 0
     if allocation.startup_socket is None:
-        say("MIPART_STARTUP_SOCKET is not set: starting without the node's start-up lock")
+        say(f"{environment.STARTUP_SOCKET} is not set: starting without the node's start-up lock")
         os.execvp(command[0], command)  # noqa: S606 - vLLM becomes the container's process
     return exec_in_turn(
         LockRequest(
-            socket=allocation.startup_socket,
+            socket=Path(allocation.startup_socket),
             pools=allocation.memory_pools,
             # A pod's hostname is its name.
             holder=f"{socket.gethostname()} (pid {os.getpid()})",
@@ -123,7 +133,7 @@ def main(argv: list[str] | None = None, env: Mapping[str, str] | None = None) ->
     )
 
 
-def _allocation(args: argparse.Namespace, env: Mapping[str, str]) -> GivenAllocation:
+def _allocation(args: argparse.Namespace, env: Mapping[str, str]) -> ContainerAllocation:
     flags = (args.partitions, args.memory_limit, args.partition_memory, args.memory_pools)
     if not any(flags):
         return from_environ(env)
@@ -142,17 +152,17 @@ def _allocation(args: argparse.Namespace, env: Mapping[str, str]) -> GivenAlloca
             raise AllocationError(f"{name} {value!r}: expected {err}") from None
     return from_environ(
         {
-            "MIPART_PARTITIONS": args.partitions,
-            "MIPART_MEMORY_LIMIT_BYTES": str(sizes["--memory-limit"]),
-            "MIPART_PARTITION_MEMORY_BYTES": str(sizes["--partition-memory"]),
-            "MIPART_MEMORY_POOL": args.memory_pools,
-            "MIPART_STARTUP_SOCKET": env.get("MIPART_STARTUP_SOCKET", ""),
+            environment.PARTITIONS: args.partitions,
+            environment.MEMORY_LIMIT_BYTES: str(sizes["--memory-limit"]),
+            environment.PARTITION_MEMORY_BYTES: str(sizes["--partition-memory"]),
+            environment.MEMORY_POOL: args.memory_pools,
+            environment.STARTUP_SOCKET: env.get(environment.STARTUP_SOCKET, ""),
         }
     )
 
 
 def _describe(
-    allocation: GivenAllocation, model: model_config.ServedModel, sizing: ServingPlan
+    allocation: ContainerAllocation, model: model_config.ServedModel, sizing: ServingPlan
 ) -> None:
     estimate = sizing.estimate
     say(

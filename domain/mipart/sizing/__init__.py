@@ -25,6 +25,7 @@ from mipart.sizing._models import (
     UnknownModel,
     count_parameters,
     lookup,
+    same_architecture,
     spec_from_config,
 )
 from mipart.sizing._serving import (
@@ -55,6 +56,7 @@ __all__ = [
     "lookup",
     "plan_serving",
     "read_pod_memory",
+    "same_architecture",
     "sampler_bytes",
     "spec_from_config",
     "utilization",

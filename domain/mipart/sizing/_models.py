@@ -49,6 +49,28 @@ class ModelSpec:
         return self.vocab_size * self.hidden_size * (1 if self.tied_embeddings else 2)
 
 
+def same_architecture(a: ModelSpec, b: ModelSpec) -> bool:
+    """Whether two models take the same memory at any context: the same shapes, whatever their
+    names (a fine-tune, a local copy of a checkpoint, or the catalog's entry for it)."""
+    return _shape(a) == _shape(b)
+
+
+def _shape(spec: ModelSpec) -> tuple[object, ...]:
+    return (
+        spec.layers,
+        spec.hidden_size,
+        spec.attention_heads,
+        spec.kv_heads,
+        spec.head_dim,
+        spec.intermediate_size,
+        spec.vocab_size,
+        spec.tied_embeddings,
+        spec.attention_bias,
+        spec.experts,
+        spec.experts_per_token,
+    )
+
+
 def count_parameters(spec: ModelSpec) -> int:
     """Σ weight shapes of a Llama-style decoder (GQA attention, gated MLP, RMSNorm, optional
     q/k/v biases and mixture of experts with a router)."""

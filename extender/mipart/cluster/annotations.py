@@ -11,25 +11,23 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from mipart.contract.annotations import (
+    ALLOCATION,
+    MEMORY,
+    MODEL,
+    PARTITION_MODE,
+    PARTITIONS,
+    PLANNED_MODE,
+    PREFIX,
+    QOS,
+    QUEUE,
+    SHARING,
+    USER_ANNOTATIONS,
+)
 from mipart.geometry import GPU_MEMORY_BYTES, ComputeMode, Rounding, format_bytes, parse_bytes
-from mipart.kube.objects import ALLOCATION
 from mipart.placement import INSTANCE_OVERHEAD_BYTES, PartitionRequest, QosClass, Sharing
 from mipart.sizing import InvalidSizing, UnknownModel, estimate, lookup
 
-PREFIX = "mipart.io/"
-MEMORY = PREFIX + "memory"
-MODEL = PREFIX + "model"
-PARTITIONS = PREFIX + "partitions"
-PARTITION_MODE = PREFIX + "partition-mode"
-QOS = PREFIX + "qos"
-SHARING = PREFIX + "sharing"
-QUEUE = PREFIX + "queue"
-# Written by mipart-controller when it releases a pod of partition-mode "any": the mode the
-# re-partition planner counted the pod on, which placement then holds it to.
-PLANNED_MODE = PREFIX + "planned-mode"
-# Written by the extender at bind (ALLOCATION, from mipart.kube.objects); a user may not set it.
-
-USER_ANNOTATIONS = (MEMORY, MODEL, PARTITIONS, PARTITION_MODE, QOS, SHARING, QUEUE)
 # A model named without a memory figure is sized for this context, in bf16 (docs/annotations.md).
 MODEL_CONTEXT_TOKENS = 8192
 

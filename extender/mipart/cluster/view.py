@@ -17,9 +17,11 @@ from typing import Any, TypeVar
 import structlog
 
 from mipart.cluster.capacity import capacity_of, ready_of, same_inventory
+from mipart.contract.annotations import ALLOCATION
+from mipart.contract.resources import GPUNODES
 from mipart.kube.api import KubeApi
 from mipart.kube.informer import Informer, wait_all_synced
-from mipart.kube.objects import ALLOCATION, FINISHED, GPUNODES, allocation_of
+from mipart.kube.objects import FINISHED, allocation_of
 from mipart.placement import ClusterView, NodeCapacity
 
 log = structlog.get_logger(__name__)

@@ -11,12 +11,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 from mipart.cluster.capacity import capacity_of
+from mipart.contract.annotations import CHANGED_AT
+from mipart.contract.resources import GPUNODES
 from mipart.geometry import ComputeMode, MemoryMode
 from mipart.kube.api import KubeApi
-from mipart.kube.objects import GPUNODES
 from mipart.planner import ComputeChange, Decision, MemoryChange, NodeSnapshot
 
-CHANGED_AT = "mipart.io/changed-at"
 _MEMORY_KEY = "memory"
 _COMPUTE_MODES = {m.value for m in ComputeMode}
 _MEMORY_MODES = {m.value for m in MemoryMode}

@@ -5,14 +5,15 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from mipart.cluster.annotations import PLANNED_MODE, AnnotationError, parse_request
+from mipart.cluster.annotations import AnnotationError, parse_request
 from mipart.cluster.annotations import qos_of as annotation_qos
+from mipart.contract.annotations import PLANNED_MODE
+from mipart.contract.resources import QUEUE_GATE
 from mipart.geometry import ComputeMode
 from mipart.kube.informer import object_key
 from mipart.kube.objects import FINISHED, allocation_of
 from mipart.placement import QosClass
 from mipart.queue import QueuedPod
-from mipart.webhook.mutate import QUEUE_GATE
 
 
 def is_gated(pod: dict[str, Any]) -> bool:

@@ -22,9 +22,9 @@ from mipart.cluster.annotations import AnnotationError, parse_request, qos_of
 from mipart.cluster.http import BadRequest
 from mipart.cluster.view import ClusterState
 from mipart.contract.allocation import encode
+from mipart.contract.annotations import ALLOCATION
 from mipart.kube.api import KubeApi, KubeError
 from mipart.kube.informer import object_key
-from mipart.kube.objects import ALLOCATION
 from mipart.placement import (
     QOS_RANK,
     Allocation,

@@ -15,24 +15,21 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from mipart.cluster.annotations import (
+from mipart.cluster.annotations import AnnotationError, is_managed, is_queued, parse_request
+from mipart.cluster.http import BadRequest
+from mipart.contract import environment
+from mipart.contract.annotations import (
+    ALLOCATION,
+    MODEL,
     PARTITION_MODE,
     PLANNED_MODE,
     QOS,
     QUEUE,
     USER_ANNOTATIONS,
-    AnnotationError,
-    is_managed,
-    is_queued,
-    parse_request,
 )
-from mipart.cluster.http import BadRequest
-from mipart.kube.objects import ALLOCATION
+from mipart.contract.resources import PARTITION_RESOURCE, QUEUE_GATE
 from mipart.placement import QosClass
 
-RESOURCE = "mipart.io/partition"
-# The scheduling gate that holds a queued pod until mipart-controller releases it.
-QUEUE_GATE = "mipart.io/queue"
 # PriorityClass per QoS class: manifests/controller/priorityclasses.yaml defines the same.
 # Only latency may preempt; the values leave room for a cluster's own classes around them.
 PRIORITY_CLASSES: dict[QosClass, tuple[str, int, str]] = {
@@ -164,7 +161,7 @@ def _patch(pod: dict[str, Any], annotations: dict[str, str], scheduler: str) -> 
         ops.append(
             {
                 "op": "add",
-                "path": f"/spec/containers/0/resources/{kind}/{_escape(RESOURCE)}",
+                "path": f"/spec/containers/0/resources/{kind}/{_escape(PARTITION_RESOURCE)}",
                 "value": partitions,
             }
         )
@@ -172,12 +169,12 @@ def _patch(pod: dict[str, Any], annotations: dict[str, str], scheduler: str) -> 
         ops.extend(_queue_ops(pod, parse_request(annotations).qos))
     env = container.get("env")
     launcher_env = [
-        # The allocation lands on the pod at bind; the launcher reads it from here. (The
-        # partitions, their memory and pools come from the device plugin's CDI spec.)
-        {
-            "name": "MIPART_ALLOCATION",
-            "valueFrom": {"fieldRef": {"fieldPath": f"metadata.annotations['{ALLOCATION}']"}},
-        },
+        # The allocation lands on the pod at bind; mipart-vllm checks that the partitions the
+        # device plugin gave the container are the ones it names. (The partitions, their
+        # memory and pools come from the device plugin's CDI spec.)
+        environment.annotation_env(environment.ALLOCATION, ALLOCATION),
+        # The model the pod's memory was sized for; mipart-vllm refuses to serve another.
+        environment.annotation_env(environment.MODEL, MODEL),
     ]
     if env is None:
         ops.append({"op": "add", "path": "/spec/containers/0/env", "value": launcher_env})

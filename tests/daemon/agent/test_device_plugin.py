@@ -17,11 +17,10 @@ import pytest
 
 from hack.devcluster.node import Node
 from hack.devcluster.procs import wait_until
+from mipart.contract.resources import PARTITION_RESOURCE
 from mipart.kubelet.deviceplugin.v1beta1 import api_pb2 as dp
 from mipart.kubelet.deviceplugin.v1beta1 import api_pb2_grpc as dp_grpc
 from tests.support.kubelet_peer import AdmissionError, KubeletPeer
-
-RESOURCE = "mipart.io/partition"
 
 # The plugin reads allocations from the API server only inside PreStartContainer once a holder
 # is found, which these tests never reach; an address nothing listens on keeps it honest.
@@ -42,7 +41,10 @@ def short_dir() -> Path:
 def start_with_peer(node: Node, root: Path, *extra: str) -> KubeletPeer:
     """The kubelet peer first (as on a node), then the daemon with its plugin pointed at it."""
     peer = KubeletPeer(
-        root / "device-plugins", root / "pod-resources" / "kubelet.sock", root / "cdi", RESOURCE
+        root / "device-plugins",
+        root / "pod-resources" / "kubelet.sock",
+        root / "cdi",
+        PARTITION_RESOURCE,
     )
     peer.start()
     node.extra_args = [

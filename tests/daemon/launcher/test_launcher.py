@@ -9,9 +9,12 @@ from pathlib import Path
 
 import pytest
 
+from mipart.contract import environment
+from mipart.contract.allocation import encode
 from mipart.launcher import main as launcher
 from mipart.launcher import vllm_args
 from mipart.launcher.model_config import ModelNotFound, find
+from mipart.placement import Allocation, Sharing
 
 GIB = 2**30
 ALLOCATION = {
@@ -204,3 +207,61 @@ def test_a_unix_socket_server_is_refused(capsys: pytest.CaptureFixture[str]) -> 
     code, _, err = run(capsys, "serve", "meta-llama/Llama-3.1-8B-Instruct", "--uds", "/s")
     assert code == 1
     assert "--uds: mipart-vllm watches vLLM's /health over TCP" in err
+
+
+def bound(partitions: list[str], memory: int) -> str:
+    return encode(
+        Allocation(
+            pod="ns/p",
+            pod_uid="u",
+            node="n",
+            partition_ids=tuple(partitions),
+            memory_bytes=memory,
+            sharing=Sharing.SHARED,
+        )
+    )
+
+
+def test_the_pods_allocation_must_name_the_containers_partitions(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    serve = ("serve", "meta-llama/Llama-3.1-8B-Instruct", "--max-model-len", "8k")
+    same = {**ALLOCATION, environment.ALLOCATION: bound(["gpu3-cpx-5"], 20 * GIB)}
+    assert run(capsys, *serve, env=same)[0] == 0
+
+    other = {**ALLOCATION, environment.ALLOCATION: bound(["gpu3-cpx-6"], 20 * GIB)}
+    code, _, err = run(capsys, *serve, env=other)
+    assert code == 1
+    assert "holds partitions gpu3-cpx-5 but the pod was bound to gpu3-cpx-6" in err
+
+    smaller = {**ALLOCATION, environment.ALLOCATION: bound(["gpu3-cpx-5"], 10 * GIB)}
+    code, _, err = run(capsys, *serve, env=smaller)
+    assert code == 1
+    assert "memory limit is 20Gi per partition but the pod was bound with 10Gi" in err
+
+    garbled = {**ALLOCATION, environment.ALLOCATION: "{not json"}
+    code, _, err = run(capsys, *serve, env=garbled)
+    assert code == 1
+    assert f"{environment.ALLOCATION} (mipart.io/allocation): allocation of this pod" in err
+
+
+def test_the_model_served_must_be_the_one_the_memory_was_sized_for(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    llama_8b = "meta-llama/Llama-3.1-8B-Instruct"
+    sized = {**ALLOCATION, environment.MODEL: llama_8b}
+    assert run(capsys, "serve", llama_8b, "--max-model-len", "8k", env=sized)[0] == 0
+
+    code, _, err = run(
+        capsys, "serve", "mistralai/Mistral-7B-Instruct-v0.3", "--max-model-len", "8k", env=sized
+    )
+    assert code == 1
+    assert f"pod's memory was sized for {llama_8b} (mipart.io/model)" in err
+
+    # A local copy (or a fine-tune) with the same shapes is the same model for memory.
+    local = tmp_path / "my-llama"
+    local.mkdir()
+    (local / "config.json").write_text(json.dumps(LLAMA_8B_CONFIG))
+    code, _, err = run(capsys, "serve", str(local), "--max-model-len", "8k", env=sized)
+    assert code == 0, err
+    assert f"which has the architecture of {llama_8b}" in err

@@ -7,17 +7,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mipart.cluster.annotations import (
-    MEMORY,
-    MODEL,
-    PARTITION_MODE,
-    PARTITIONS,
-    QOS,
-    SHARING,
-    AnnotationError,
-    is_managed,
-    parse_request,
-)
+from mipart.cluster.annotations import AnnotationError, is_managed, parse_request
+from mipart.contract.annotations import MEMORY, MODEL, PARTITION_MODE, PARTITIONS, QOS, SHARING
 from mipart.geometry import ComputeMode
 from mipart.placement import QosClass, Sharing
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 from typing import Any
 
 from mipart.contract.allocation import decode
+from mipart.contract.annotations import ALLOCATION
 from mipart.kube.api import KubeApi, KubeError
 from mipart.kube.informer import Informer
-from mipart.kube.objects import ALLOCATION
 from mipart.placement import Allocation
 
 

@@ -13,17 +13,18 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from mipart.contract.environment import ContainerAllocation, to_environ
+from mipart.contract.resources import CDI_KIND
 from mipart.geometry import NodeInventory, PartitionInventory
 from mipart.placement import Allocation
 
 CDI_VERSION = "0.6.0"
-KIND = "mipart.io/slot"
 FILE_PREFIX = "mipart.io-slot-"
 
 
 def device_name(slot: str) -> str:
     """The fully qualified CDI name Allocate hands the kubelet for ``slot``."""
-    return f"{KIND}={slot}"
+    return f"{CDI_KIND}={slot}"
 
 
 class UnknownPartition(LookupError):
@@ -38,23 +39,25 @@ def spec(
 ) -> dict[str, Any]:
     parts = [_partition(inventory, pid) for pid in allocation.partition_ids]
     nodes = [{"path": "/dev/kfd"}] + [{"path": f"/dev/dri/renderD{p.render_minor}"} for p in parts]
-    pools = ",".join(dict.fromkeys(p.geometry.memory_pool for p in parts))
+    given = ContainerAllocation(
+        partitions=allocation.partition_ids,
+        # Per partition, as in the allocation: the launcher caps each device's pool with it.
+        memory_limit_bytes=allocation.memory_bytes,
+        # What HIP reports as each device's total: vLLM's --gpu-memory-utilization is a
+        # fraction of it (every partition of an allocation has one mode, hence one size).
+        partition_memory_bytes=min(p.geometry.memory_bytes for p in parts),
+        memory_pools=tuple(dict.fromkeys(p.geometry.memory_pool for p in parts)),
+        # The start-up lock, and nothing else the daemon serves (see StartupService).
+        startup_socket=str(launcher_socket) if launcher_socket is not None else None,
+    )
     env = [
         # The container sees only its partitions' render nodes, which HIP numbers from 0;
         # naming them explicitly stops a launcher's inherited value from pointing elsewhere.
         "HIP_VISIBLE_DEVICES=" + ",".join(str(i) for i in range(len(parts))),
-        "MIPART_PARTITIONS=" + ",".join(allocation.partition_ids),
-        # Per partition, as in the allocation: the launcher caps each device's pool with it.
-        f"MIPART_MEMORY_LIMIT_BYTES={allocation.memory_bytes}",
-        # What HIP reports as each device's total: vLLM's --gpu-memory-utilization is a
-        # fraction of it (every partition of an allocation has one mode, hence one size).
-        f"MIPART_PARTITION_MEMORY_BYTES={min(p.geometry.memory_bytes for p in parts)}",
-        f"MIPART_MEMORY_POOL={pools}",
+        *(f"{name}={value}" for name, value in to_environ(given).items()),
     ]
     edits: dict[str, Any] = {"deviceNodes": nodes, "env": env}
     if launcher_socket is not None:
-        # The start-up lock, and nothing else the daemon serves (see StartupService).
-        env.append(f"MIPART_STARTUP_SOCKET={launcher_socket}")
         edits["mounts"] = [
             {
                 "hostPath": str(launcher_socket.parent),
@@ -64,7 +67,7 @@ def spec(
         ]
     return {
         "cdiVersion": CDI_VERSION,
-        "kind": KIND,
+        "kind": CDI_KIND,
         "devices": [{"name": slot, "containerEdits": edits}],
     }
 

@@ -16,10 +16,10 @@ from mipart.agent.deviceplugin.registration import PluginEndpoint
 from mipart.agent.deviceplugin.servicer import DevicePluginService
 from mipart.agent.deviceplugin.slots import MIN_SLOTS, Slots
 from mipart.agent.partitions.manager import PartitionManager
+from mipart.contract.resources import PARTITION_RESOURCE
 
 log = structlog.get_logger(__name__)
 
-RESOURCE = "mipart.io/partition"
 DEFAULT_CDI_DIR = Path("/var/run/cdi")
 
 
@@ -39,7 +39,7 @@ class DevicePlugin:
     ) -> None:
         self._manager = manager
         self._cdi_dir = cdi_dir
-        self._pod_resources = PodResources(pod_resources_socket, RESOURCE)
+        self._pod_resources = PodResources(pod_resources_socket, PARTITION_RESOURCE)
         self.slots = Slots(min_slots)
         service = DevicePluginService(
             self.slots,
@@ -49,7 +49,7 @@ class DevicePlugin:
             cdi_dir,
             launcher_socket=launcher_socket,
         )
-        self.endpoint = PluginEndpoint(service, plugin_dir, RESOURCE)
+        self.endpoint = PluginEndpoint(service, plugin_dir, PARTITION_RESOURCE)
         self._check_interval_s = check_interval_s
         self._cleanup_interval_s = cleanup_interval_s
         self._stop = threading.Event()

@@ -15,9 +15,10 @@ import structlog
 from mipart.agent.gpunode.status import gpunode_status
 from mipart.agent.partitions.desired import DesiredLayoutReconciler
 from mipart.agent.partitions.manager import PartitionManager
+from mipart.contract.resources import GPUNODES
 from mipart.kube.api import KubeApi, KubeError
 from mipart.kube.informer import Informer
-from mipart.kube.objects import GPUNODES, allocation_of
+from mipart.kube.objects import allocation_of
 from mipart.placement import Allocation
 
 log = structlog.get_logger(__name__)

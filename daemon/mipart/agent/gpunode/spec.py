@@ -7,10 +7,10 @@ from typing import Any
 import structlog
 
 from mipart.agent.partitions.desired import DesiredLayoutReconciler, DesiredSpec
+from mipart.contract.resources import GPUNODES
 from mipart.geometry import ComputeMode, MemoryMode
 from mipart.kube.api import KubeApi
 from mipart.kube.informer import Informer
-from mipart.kube.objects import GPUNODES
 
 log = structlog.get_logger(__name__)
 
