@@ -5,7 +5,8 @@ and what is allowed; unknown ``mipart.io/`` keys are refused, not ignored (a typ
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import threading
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Annotated, Any, Literal
 
@@ -193,3 +194,43 @@ def _check_fits_some_partition(
             f"{SHARING}: exclusive"
         ]
     )
+
+
+class RequestCache:
+    """A pod's request, parsed and sized once per pod version, for the extender.
+
+    kube-scheduler sends the same pod to filter, prioritize and bind, and sends a pod that fits
+    nowhere again every few seconds; validating the annotations and sizing the model each time
+    is repeated work on the scheduling path. The key is the pod's UID and resourceVersion: the
+    webhook refuses edits of mipart.io annotations after creation, and the one mipart writes
+    later (the controller's planned mode) comes in an update, which changes the version.
+    """
+
+    def __init__(self, capacity: int = 4096) -> None:
+        self._capacity = capacity
+        self._answers: dict[tuple[str, str], PartitionRequest | AnnotationError] = {}
+        self._lock = threading.Lock()
+
+    def request_of(
+        self, pod: Mapping[str, Any], annotations: Callable[[], Mapping[str, str]]
+    ) -> PartitionRequest:
+        """``parse_request(annotations())``, from the cache when this version was seen."""
+        meta = pod.get("metadata") or {}
+        uid, version = meta.get("uid"), meta.get("resourceVersion")
+        if not uid or not version:
+            return parse_request(annotations())
+        key = (str(uid), str(version))
+        answer = self._answers.get(key)
+        if answer is None:
+            try:
+                answer = parse_request(annotations())
+            except AnnotationError as err:
+                answer = err
+            with self._lock:
+                if len(self._answers) >= self._capacity:
+                    # Dicts keep insertion order: the oldest version goes first.
+                    del self._answers[next(iter(self._answers))]
+                self._answers[key] = answer
+        if isinstance(answer, AnnotationError):
+            raise AnnotationError(answer.problems)
+        return answer

@@ -1,9 +1,9 @@
 """The four extender verbs, in the k8s.io/kube-scheduler/extender/v1 wire format.
 
 The format has no JSON tags, so keys are Go's field names: "Pod", "NodeNames", "FailedNodes",
-"Host", "Score" (reference/scheduler-protocols.md §1.3). With nodeCacheCapable the scheduler
-sends node names only and expects names back; "NodeNames" is always a list in our answers,
-since null would filter out every node without a reason.
+"Host", "Score" (docs/facts-kubernetes.md#extender-wire-format). With nodeCacheCapable the
+scheduler sends node names only and expects names back; "NodeNames" is always a list in our
+answers, since null would filter out every node without a reason.
 """
 
 from __future__ import annotations
@@ -12,13 +12,13 @@ import re
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
 import structlog
 
-from mipart.cluster.annotations import AnnotationError, parse_request, qos_of
+from mipart.cluster.annotations import AnnotationError, RequestCache, qos_of
 from mipart.cluster.http import BadRequest
 from mipart.cluster.view import ClusterState
 from mipart.contract.allocation import encode
@@ -50,6 +50,7 @@ class Verbs:
     serving: Callable[[], str | None]
     # Called with (pod, message) when a pod fits nowhere, to tell the user why.
     report_unschedulable: Callable[[dict[str, Any], str], None] = lambda _pod, _msg: None
+    requests: RequestCache = field(default_factory=RequestCache)
 
     # -- filter ---------------------------------------------------------------------------
 
@@ -60,7 +61,7 @@ class Verbs:
         if refusal is not None:
             return _filter_error(refusal)
         try:
-            request = parse_request(_annotations(pod))
+            request = self.requests.request_of(pod, lambda: _annotations(pod))
         except AnnotationError as err:
             # The webhook refuses these at admission; without it, say so on every node.
             reason = f"bad annotations: {err}"
@@ -87,7 +88,7 @@ class Verbs:
         if self.serving() is not None:
             return [{"Host": n, "Score": 0} for n in names]
         try:
-            request = parse_request(_annotations(pod))
+            request = self.requests.request_of(pod, lambda: _annotations(pod))
         except AnnotationError:
             return [{"Host": n, "Score": 0} for n in names]
         scores = self.cluster.locked(lambda view: view.scores(request, names))
@@ -114,7 +115,7 @@ class Verbs:
         if pod is None or pod["metadata"].get("uid") != uid:
             return {"Error": f"pod {namespace}/{name} with uid {uid} not found"}
         try:
-            request = parse_request(_annotations(pod))
+            request = self.requests.request_of(pod, lambda: _annotations(pod))
         except AnnotationError as err:
             return {"Error": f"pod {namespace}/{name}: {err}"}
         try:
@@ -180,7 +181,7 @@ class Verbs:
         if not isinstance(proposals, dict):
             raise BadRequest("ExtenderPreemptionArgs: 'NodeNameToMetaVictims' must be an object")
         try:
-            request = parse_request(_annotations(body["Pod"]))
+            request = self.requests.request_of(body["Pod"], lambda: _annotations(body["Pod"]))
         except AnnotationError:
             return {"NodeNameToMetaVictims": {}}
         # Lower classes only: kube-scheduler proposes pods of lower *priority*, and pods that

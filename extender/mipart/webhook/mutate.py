@@ -28,7 +28,7 @@ from mipart.contract.annotations import (
     USER_ANNOTATIONS,
 )
 from mipart.contract.resources import PARTITION_RESOURCE, QUEUE_GATE
-from mipart.placement import QosClass
+from mipart.placement import PartitionRequest, QosClass
 
 # PriorityClass per QoS class: manifests/controller/priorityclasses.yaml defines the same.
 # Only latency may preempt; the values leave room for a cluster's own classes around them.
@@ -48,10 +48,11 @@ class Webhook:
         pod, annotations = _pod(request, "object")
         if request.get("operation") != "CREATE" or not is_managed(annotations):
             return _review(request, allowed=True)
-        problems = _problems(pod, annotations, creating=True, scheduler=self.scheduler_name)
-        if problems:
+        # Parsed (and sized) once per call: the checks and the patch share the answer.
+        asked, problems = _checked(pod, annotations, scheduler=self.scheduler_name)
+        if asked is None or problems:
             return _review(request, allowed=False, message=problems)
-        patch = _patch(pod, annotations, self.scheduler_name)
+        patch = _patch(pod, annotations, asked, self.scheduler_name)
         return _review(request, allowed=True, patch=patch)
 
     def validate(self, body: Any) -> dict[str, Any]:
@@ -80,7 +81,7 @@ class Webhook:
             is_managed(annotations) or ALLOCATION in annotations
         ):
             return _review(request, allowed=True)
-        problems = _problems(pod, annotations, creating=True, scheduler=self.scheduler_name)
+        _, problems = _checked(pod, annotations, scheduler=self.scheduler_name)
         return _review(request, allowed=not problems, message=problems)
 
 
@@ -110,19 +111,22 @@ def _pod(request: dict[str, Any], field: str) -> tuple[dict[str, Any], dict[str,
     return pod, {str(k): str(v) for k, v in annotations.items()}
 
 
-def _problems(
-    pod: dict[str, Any], annotations: dict[str, str], *, creating: bool, scheduler: str
-) -> str:
+def _checked(
+    pod: dict[str, Any], annotations: dict[str, str], *, scheduler: str
+) -> tuple[PartitionRequest | None, str]:
+    """The request a pod being created asks for (None if its annotations are bad), and every
+    problem with the pod, joined for the AdmissionReview's message ("" if none)."""
     problems: list[str] = []
-    if creating and ALLOCATION in annotations:
+    asked: PartitionRequest | None = None
+    if ALLOCATION in annotations:
         problems.append(f"{ALLOCATION}: set only by the mipart extender when it binds the pod")
-    if creating and PLANNED_MODE in annotations:
+    if PLANNED_MODE in annotations:
         problems.append(
             f"{PLANNED_MODE}: set only by mipart-controller when it releases the pod; "
             f"ask for a mode with {PARTITION_MODE}"
         )
     try:
-        parse_request(annotations)
+        asked = parse_request(annotations)
     except AnnotationError as err:
         problems.extend(err.problems)
     chosen = (pod.get("spec") or {}).get("schedulerName")
@@ -132,8 +136,8 @@ def _problems(
             f"use {scheduler!r}"
         )
     chosen_class = (pod.get("spec") or {}).get("priorityClassName")
-    if is_queued(annotations) and chosen_class and not problems:
-        ours = PRIORITY_CLASSES[parse_request(annotations).qos][0]
+    if asked is not None and is_queued(annotations) and chosen_class and not problems:
+        ours = PRIORITY_CLASSES[asked.qos][0]
         if chosen_class != ours:
             problems.append(
                 f"spec.priorityClassName: {chosen_class!r} contradicts {QUEUE}: the queue "
@@ -141,11 +145,13 @@ def _problems(
             )
     if not (pod.get("spec") or {}).get("containers"):
         problems.append("spec.containers: a pod needs a container to give the partition to")
-    return "; ".join(problems)
+    return asked, "; ".join(problems)
 
 
-def _patch(pod: dict[str, Any], annotations: dict[str, str], scheduler: str) -> list[Any]:
-    partitions = str(parse_request(annotations).partitions)
+def _patch(
+    pod: dict[str, Any], annotations: dict[str, str], asked: PartitionRequest, scheduler: str
+) -> list[Any]:
+    partitions = str(asked.partitions)
     container = pod["spec"]["containers"][0]
     resources = container.get("resources") or {}
     if not isinstance(resources, dict):
@@ -166,7 +172,7 @@ def _patch(pod: dict[str, Any], annotations: dict[str, str], scheduler: str) -> 
             }
         )
     if is_queued(annotations):
-        ops.extend(_queue_ops(pod, parse_request(annotations).qos))
+        ops.extend(_queue_ops(pod, asked.qos))
     env = container.get("env")
     launcher_env = [
         # The allocation lands on the pod at bind; mipart-vllm checks that the partitions the

@@ -3,11 +3,13 @@ value and what is allowed (table-driven, then fuzzed)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mipart.cluster.annotations import AnnotationError, is_managed, parse_request
+from mipart.cluster.annotations import AnnotationError, RequestCache, is_managed, parse_request
 from mipart.contract.annotations import MEMORY, MODEL, PARTITION_MODE, PARTITIONS, QOS, SHARING
 from mipart.geometry import ComputeMode
 from mipart.placement import QosClass, Sharing
@@ -118,3 +120,38 @@ def test_the_controllers_planned_mode_holds_a_pod_of_mode_any() -> None:
     assert parse_request({**planned, PARTITION_MODE: "SPX"}).compute_mode is ComputeMode.SPX
     with pytest.raises(AnnotationError, match=r"mipart\.io/planned-mode: 'TPX' is not valid"):
         parse_request({MEMORY: "20Gi", "mipart.io/planned-mode": "TPX"})
+
+
+def test_the_extender_parses_a_pod_version_once() -> None:
+    cache = RequestCache(capacity=2)
+    reads: list[str] = []
+
+    def pod(version: str, memory: str = "20Gi") -> dict[str, Any]:
+        return {
+            "metadata": {"uid": "u1", "resourceVersion": version, "annotations": {MEMORY: memory}}
+        }
+
+    def request_of(p: dict[str, Any]) -> Any:
+        def annotations() -> dict[str, str]:
+            reads.append(p["metadata"]["resourceVersion"])
+            return dict(p["metadata"]["annotations"])
+
+        return cache.request_of(p, annotations)
+
+    first = request_of(pod("1"))
+    assert request_of(pod("1")) is first  # filter, prioritize, bind: one parse
+    assert reads == ["1"]
+    assert request_of(pod("2", "30Gi")).memory_bytes == 30 * GI  # a new version is read again
+    assert reads == ["1", "2"]
+    # Bad annotations are refused on every call, from the cache too.
+    for _ in range(2):
+        with pytest.raises(AnnotationError, match=r"mipart\.io/memory"):
+            request_of(pod("3", "lots"))
+    assert reads == ["1", "2", "3"]
+    # Bounded: the oldest version is forgotten first.
+    request_of(pod("1"))
+    assert reads == ["1", "2", "3", "1"]
+    # No UID or version (a hand-made body): parsed every time, never cached.
+    unversioned = {"metadata": {"annotations": {MEMORY: "20Gi"}}}
+    cache.request_of(unversioned, lambda: {MEMORY: "20Gi"})
+    assert len(cache._answers) == 2
