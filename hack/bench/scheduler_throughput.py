@@ -24,7 +24,7 @@ labels every node and times from there to the last pod bound: the scheduler alon
 queue. Runs alternate (without, with, with, without, ...) so that drift in the machine
 favours neither, and the pods are deleted between runs. Prints each run, the ratio of the
 means, and the CPU each process spent per pod (every component shares the machine's CPUs).
-Figures only: nothing here passes or fails (DESIGN.md §4).
+Figures only: nothing here passes or fails (hack/bench/README.md).
 
 Then the same runs again with hack/bench/reference-extender in the extender's place: the same
 protocol (filter, prioritize, bind with an annotated Binding) and the same watches (pods and
@@ -78,6 +78,7 @@ from hack.devcluster.binaries import REPO_ROOT, cache_dir
 from hack.devcluster.controlplane import ControlPlane, print_progress
 from hack.devcluster.procs import Process, wait_until
 from hack.devcluster.stack import mipart_extender_argv, start_extender_process
+from mipart.contract.annotations import MEMORY
 from mipart.contract.resources import GPUNODE_API_VERSION, GPUNODES, PARTITION_RESOURCE
 
 STATE_DIR = REPO_ROOT / ".run" / "bench-cluster"
@@ -294,7 +295,7 @@ def pod(name: str, index: int, *, with_extender: bool, gated: bool) -> dict[str,
         "metadata": {
             "name": name,
             "labels": {"app": "bench"},
-            "annotations": {"mipart.io/memory": MEMORY_SIZES[index % len(MEMORY_SIZES)]},
+            "annotations": {MEMORY: MEMORY_SIZES[index % len(MEMORY_SIZES)]},
         },
         "spec": {
             "schedulerName": SCHEDULER_NAME,

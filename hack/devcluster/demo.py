@@ -19,7 +19,7 @@ from hack.devcluster.controlplane import ControlPlane, print_progress
 from hack.devcluster.emulator import build_emulator
 from hack.devcluster.procs import wait_until
 from hack.devcluster.stack import Stack
-from mipart.contract.annotations import ALLOCATION
+from mipart.contract.annotations import ALLOCATION, MODEL, SHARING
 
 EXAMPLES = REPO_ROOT / "manifests" / "examples"
 LAYOUTS: list[dict[int, str]] = [
@@ -103,8 +103,8 @@ def run(plane: ControlPlane, api: Any, stack: Stack) -> None:
     for i in range(13):
         big["metadata"]["name"] = f"llama-70b-{i}"
         big["metadata"]["annotations"] = {
-            "mipart.io/model": "meta-llama/Llama-3.1-70B-Instruct",
-            "mipart.io/sharing": "exclusive",
+            MODEL: "meta-llama/Llama-3.1-70B-Instruct",
+            SHARING: "exclusive",
         }
         core.create_namespaced_pod("default", big)
 

@@ -14,7 +14,7 @@ from kubernetes import watch
 
 from hack.devcluster import kube
 from hack.devcluster.procs import wait_until
-from mipart.contract.annotations import QUEUE
+from mipart.contract.annotations import MEMORY, QOS, QUEUE
 from mipart.contract.resources import QUEUE_GATE
 
 
@@ -40,8 +40,8 @@ def queued_pod(name: str, qos: str, memory: str) -> dict[str, Any]:
         "metadata": {
             "name": name,
             "annotations": {
-                "mipart.io/memory": memory,
-                "mipart.io/qos": qos,
+                MEMORY: memory,
+                QOS: qos,
                 QUEUE: "true",
             },
         },

@@ -19,6 +19,7 @@ from hack.devcluster.controlplane import ControlPlane
 from hack.devcluster.node import Node
 from hack.devcluster.procs import Process, free_ports, wait_until
 from hack.devcluster.readiness import http_ok
+from mipart.contract.annotations import MEMORY
 
 WEBHOOK_MANIFEST = REPO_ROOT / "manifests" / "webhook" / "webhook.yaml"
 # The extender's --stale-after in the tests: a GPUNode whose heartbeat is older is not ready.
@@ -218,11 +219,11 @@ class Stack:
 def _webhook_answers(api: Any) -> bool:
     """A dry-run pod with a bad annotation is refused by our validating webhook."""
     pod = {
-        "metadata": {"name": "webhook-probe", "annotations": {"mipart.io/memory": "lots"}},
+        "metadata": {"name": "webhook-probe", "annotations": {MEMORY: "lots"}},
         "spec": {"containers": [{"name": "c", "image": "x"}]},
     }
     try:
         kube.core(api).create_namespaced_pod("default", pod, dry_run="All")
     except Exception as err:
-        return "mipart.io/memory" in str(err)
+        return MEMORY in str(err)
     return False

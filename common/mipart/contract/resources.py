@@ -19,3 +19,9 @@ GPUNODE_VERSION = "v1alpha1"
 GPUNODE_PLURAL = "gpunodes"
 GPUNODES = f"/apis/{GPUNODE_GROUP}/{GPUNODE_VERSION}/{GPUNODE_PLURAL}"
 GPUNODE_API_VERSION = f"{GPUNODE_GROUP}/{GPUNODE_VERSION}"
+
+# The reportingController of each component's Events (kubectl get events
+# --field-selector reportingController=...), one writer each.
+DAEMON_COMPONENT = "mipart.io/daemon"
+EXTENDER_COMPONENT = "mipart.io/extender"
+CONTROLLER_COMPONENT = "mipart.io/controller"

@@ -17,6 +17,7 @@ from prometheus_client import CollectorRegistry, start_http_server
 
 from mipart.cluster.reporter import EventReporter
 from mipart.cluster.view import ClusterState
+from mipart.contract.resources import CONTROLLER_COMPONENT
 from mipart.controller.releaser import Releaser, ReleaseRate
 from mipart.controller.repartition import Repartitioner
 from mipart.kube.api import KubeApi
@@ -115,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     api = KubeApi.connect(args.kubeconfig)
     state = ClusterState(api, scheduler_name=args.scheduler_name, stale_after_s=args.stale_after)
     identity = os.environ.get("POD_NAME", socket.gethostname())
-    events = EventReporter(api, component="mipart.io/controller", instance=identity)
+    events = EventReporter(api, component=CONTROLLER_COMPONENT, instance=identity)
     registry = CollectorRegistry()
     repartitioner = None
     if args.repartition == "on":

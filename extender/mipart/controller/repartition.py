@@ -18,6 +18,7 @@ import structlog
 from prometheus_client import CollectorRegistry, Counter
 
 from mipart.cluster.view import ClusterState
+from mipart.contract.resources import CONTROLLER_COMPONENT
 from mipart.controller import gpunodes
 from mipart.controller.pods import is_gated, is_unschedulable, queued_pod
 from mipart.geometry import ComputeMode
@@ -141,7 +142,7 @@ class Repartitioner:
             reason=reason,
             note=note,
             warning=False,
-            controller="mipart.io/controller",
+            controller=CONTROLLER_COMPONENT,
             instance=self._identity,
             action="Repartition",
         )

@@ -17,6 +17,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from mipart.cluster.http import JsonServer
 from mipart.cluster.reporter import EventReporter
 from mipart.cluster.view import ClusterState
+from mipart.contract.resources import EXTENDER_COMPONENT
 from mipart.kube.api import KubeApi
 from mipart.runtime import logs
 from mipart.runtime.signals import wait_for_stop
@@ -76,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     cluster = ClusterState(api, scheduler_name=args.scheduler_name, stale_after_s=args.stale_after)
     lease = None if args.scheduler_lease == "none" else args.scheduler_lease
     leadership = Leadership(api, cluster, lease=lease, identity_prefix=args.identity_prefix)
-    events = EventReporter(api, component="mipart.io/extender", instance=args.identity_prefix)
+    events = EventReporter(api, component=EXTENDER_COMPONENT, instance=args.identity_prefix)
     verbs = Verbs(
         cluster,
         api,

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from mipart.contract.resources import DAEMON_COMPONENT
 from mipart.kube.api import KubeApi
 from mipart.kube.events import CLUSTER_EVENTS_NAMESPACE, gpunode_reference, post_event
 
-CONTROLLER = "mipart.io/daemon"
+CONTROLLER = DAEMON_COMPONENT
 
 
 class GpuNodeEvents:
