@@ -10,65 +10,23 @@ and a 0..10 score, and a reason for every other node, out. The rules, in one pla
   Σ(limit + reserve) of the shared pods already there, and never a partition held exclusively;
 - a tensor-parallel pod needs that many distinct partitions of one compute mode on one node.
 
-This module is the public surface; the work is done in cluster_view (state, caches),
-node_state (per-node summaries), choice (topology, policy, score), reasons and preemption.
+``evaluate`` answers one question from scratch; the package's façade is the public surface,
+and the work is done in _cluster_view (state, caches), _node_state (per-node summaries),
+_choice (topology, policy, score), _reasons and _preemption.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
-from mipart.geometry import Rounding, format_bytes
 from mipart.placement._cluster_view import ClusterView
-from mipart.placement._preemption import victims_for
-from mipart.placement._reasons import summarize_rejections
 from mipart.placement._types import (
-    INSTANCE_OVERHEAD_BYTES,
-    QOS_RANK,
-    TENSOR_PARALLEL_DEGREES,
     Allocation,
     Evaluation,
-    Feasibility,
-    InvalidRequest,
     NodeCapacity,
     PartitionRequest,
-    PartitionState,
-    PartitionUsage,
-    Placement,
-    PlacementConflict,
     Policy,
-    QosClass,
-    Sharing,
-    allocation_for,
-    policy_for,
 )
-
-__all__ = [
-    "INSTANCE_OVERHEAD_BYTES",
-    "QOS_RANK",
-    "TENSOR_PARALLEL_DEGREES",
-    "Allocation",
-    "ClusterView",
-    "Evaluation",
-    "Feasibility",
-    "InvalidRequest",
-    "NodeCapacity",
-    "PartitionRequest",
-    "PartitionState",
-    "PartitionUsage",
-    "Placement",
-    "PlacementConflict",
-    "Policy",
-    "QosClass",
-    "Rounding",
-    "Sharing",
-    "allocation_for",
-    "evaluate",
-    "format_bytes",
-    "policy_for",
-    "summarize_rejections",
-    "victims_for",
-]
 
 
 def evaluate(

@@ -34,35 +34,14 @@ from mipart.geometry import (
 )
 from mipart.placement import Allocation
 from mipart.planner._ledger import Ledger
-from mipart.planner._nodes import GpuPlan, NodePlan, natural_mode
+from mipart.planner._nodes import GpuPlan, NodePlan
 from mipart.planner._types import (
-    Admission,
-    ComputeChange,
-    Decision,
-    Deferral,
-    Hold,
-    MemoryChange,
     NodeSnapshot,
     Plan,
     PlannerPolicy,
     Waiting,
 )
 from mipart.planner._whatif import Option, WhatIf
-
-__all__ = [
-    "Admission",
-    "ComputeChange",
-    "Decision",
-    "Deferral",
-    "Hold",
-    "MemoryChange",
-    "NodeSnapshot",
-    "Plan",
-    "PlannerPolicy",
-    "Waiting",
-    "natural_mode",
-    "plan",
-]
 
 
 def plan(
