@@ -17,7 +17,7 @@ invalidated at the rate a scheduling burst invalidates them.
 Prints the client-side latency (request written to reply read) per node count and verb, the
 server-side mean from the extender's own Prometheus histogram, body sizes, and filter's latency
 by pod shape at the largest node count. Figures only: nothing here passes or fails
-(DESIGN.md §4).
+(hack/bench/README.md).
 """
 
 from __future__ import annotations
@@ -65,6 +65,7 @@ from mipart.scheduler_extender.verbs import Verbs
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from hack.bench import fleet
 from hack.bench.report import machine, percentile, print_table
+from mipart.contract.annotations import MEMORY, PARTITION_MODE, PARTITIONS, QOS, SHARING
 from mipart.contract.resources import PARTITION_RESOURCE
 
 SCHEDULER_NAME = "mipart-scheduler"
@@ -94,36 +95,34 @@ class Shape:
 # Inference workloads from 8Gi to 150Gi per replica; a few tensor-parallel, exclusive or
 # pinned to a compute mode, so filter and prioritize see every kind of request and reason.
 SHAPES = [
-    Shape("phi3-mini", {"mipart.io/memory": "8Gi"}, 6),
-    Shape("phi3-mini-cpx", {"mipart.io/memory": "8Gi", "mipart.io/partition-mode": "CPX"}, 3),
+    Shape("phi3-mini", {MEMORY: "8Gi"}, 6),
+    Shape("phi3-mini-cpx", {MEMORY: "8Gi", PARTITION_MODE: "CPX"}, 3),
     Shape(
         "mistral-7b-latency",
-        {"mipart.io/memory": "16Gi", "mipart.io/partition-mode": "CPX", "mipart.io/qos": "latency"},
+        {MEMORY: "16Gi", PARTITION_MODE: "CPX", QOS: "latency"},
         3,
     ),
-    Shape("qwen2-7b", {"mipart.io/memory": "20Gi"}, 6),
-    Shape("llama3-8b-latency", {"mipart.io/memory": "20Gi", "mipart.io/qos": "latency"}, 3),
-    Shape("llama3-8b-batch", {"mipart.io/memory": "24Gi", "mipart.io/qos": "batch"}, 2),
-    Shape("qwen2-14b", {"mipart.io/memory": "40Gi"}, 4),
-    Shape("qwen2-14b-qpx", {"mipart.io/memory": "40Gi", "mipart.io/partition-mode": "QPX"}, 2),
-    Shape("gemma2-27b-dpx", {"mipart.io/memory": "60Gi", "mipart.io/partition-mode": "DPX"}, 2),
-    Shape("mixtral-8x7b", {"mipart.io/memory": "90Gi"}, 2),
-    Shape("llama3-70b-tp2", {"mipart.io/memory": "150Gi", "mipart.io/partitions": "2"}, 2),
+    Shape("qwen2-7b", {MEMORY: "20Gi"}, 6),
+    Shape("llama3-8b-latency", {MEMORY: "20Gi", QOS: "latency"}, 3),
+    Shape("llama3-8b-batch", {MEMORY: "24Gi", QOS: "batch"}, 2),
+    Shape("qwen2-14b", {MEMORY: "40Gi"}, 4),
+    Shape("qwen2-14b-qpx", {MEMORY: "40Gi", PARTITION_MODE: "QPX"}, 2),
+    Shape("gemma2-27b-dpx", {MEMORY: "60Gi", PARTITION_MODE: "DPX"}, 2),
+    Shape("mixtral-8x7b", {MEMORY: "90Gi"}, 2),
+    Shape("llama3-70b-tp2", {MEMORY: "150Gi", PARTITIONS: "2"}, 2),
     Shape(
         "llama3-70b-tp4-qpx",
         {
-            "mipart.io/memory": "150Gi",
-            "mipart.io/partitions": "4",
-            "mipart.io/partition-mode": "QPX",
+            MEMORY: "150Gi",
+            PARTITIONS: "4",
+            PARTITION_MODE: "QPX",
         },
         1,
     ),
-    Shape(
-        "llama3-70b-exclusive", {"mipart.io/memory": "150Gi", "mipart.io/sharing": "exclusive"}, 1
-    ),
+    Shape("llama3-70b-exclusive", {MEMORY: "150Gi", SHARING: "exclusive"}, 1),
     Shape(
         "qwen2-72b-spx-batch",
-        {"mipart.io/memory": "150Gi", "mipart.io/partition-mode": "SPX", "mipart.io/qos": "batch"},
+        {MEMORY: "150Gi", PARTITION_MODE: "SPX", QOS: "batch"},
         1,
     ),
 ]
@@ -293,7 +292,7 @@ def pods(rng: random.Random) -> Iterator[dict[str, Any]]:
 
 
 def _pod(shape: Shape, replica_set: str, suffix: str, rng: random.Random) -> dict[str, Any]:
-    partitions = shape.annotations.get("mipart.io/partitions", "1")
+    partitions = shape.annotations.get(PARTITIONS, "1")
     resources = {"cpu": "8", "memory": "64Gi", PARTITION_RESOURCE: partitions}
     return {
         "metadata": {

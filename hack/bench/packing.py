@@ -17,7 +17,7 @@ order to the placement engine on a cluster of MI300X nodes partitioned by each s
 Then an alternating demand (70B replicas, then 8B replicas, flipping every few minutes) runs
 for an hour with and without the planner's brakes, to count the changes it causes.
 Prints tables and writes plots (docs/packing.png, docs/packing-alternating.png). Figures only:
-nothing here passes or fails (DESIGN.md §4).
+nothing here passes or fails (hack/bench/README.md).
 """
 
 from __future__ import annotations
@@ -43,7 +43,8 @@ REPO = Path(__file__).resolve().parents[2]
 S, D, Q, C = ComputeMode.SPX, ComputeMode.DPX, ComputeMode.QPX, ComputeMode.CPX
 NPS1, NPS2, NPS4 = MemoryMode.NPS1, MemoryMode.NPS2, MemoryMode.NPS4
 GIB = 2**30
-# The ROCm GPU operator's default DCM profiles (reference/anchors.md §2.3), one per node in turn.
+# The ROCm GPU operator's default DCM profiles (docs/facts-mi300x.md#device-config-manager), one
+# per node in turn.
 DCM_FLEET = ((NPS1, S), (NPS2, D), (NPS1, Q), (NPS4, C))
 HORIZON_S = 4 * 3600.0
 TRACES = ("small", "large", "mixed")

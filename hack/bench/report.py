@@ -1,6 +1,6 @@
 """What the benchmarks share: percentiles, plain-text tables, and a line about the machine.
 
-Benchmarks print figures for people to read (DESIGN.md §4); nothing here judges them.
+Benchmarks print figures for people to read (hack/bench/README.md); nothing here judges them.
 """
 
 from __future__ import annotations

@@ -51,7 +51,8 @@ def all_mipart_pods(api: Any) -> list[dict[str, Any]]:
 
 
 def check_no_overcommit(api: Any, placed: list[dict[str, Any]]) -> None:
-    """DESIGN §3: no partition's allocations exceed its memory; an exclusive one holds one."""
+    """No partition's allocations exceed its memory; an exclusive one holds one
+    (docs/placement.md#rules)."""
     objects = kube.custom_objects(api)
     capacity: dict[tuple[str, str], int] = {}
     for item in objects.list_cluster_custom_object(*kube.GPUNODES)["items"]:

@@ -1,7 +1,7 @@
 """The kubelet's side of the device plugin protocol, over real unix sockets.
 
-It does what the kubelet's device manager does, in the same order (reference/
-scheduler-protocols.md §5.4-§5.6, §7): serve ``Registration`` on ``kubelet.sock``; inside
+It does what the kubelet's device manager does, in the same order (docs/facts-kubernetes.md,
+#device-plugin-api and #pod-resources-api): serve ``Registration`` on ``kubelet.sock``; inside
 Register dial the plugin back and ask its options; keep the ListAndWatch device list; admit a
 pod by choosing, per container, unallocated healthy devices (in any order: here at random),
 calling Allocate, then recording the choice, which the pod-resources API (``List``/``Get``)

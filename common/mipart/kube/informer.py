@@ -1,7 +1,8 @@
 """List-watch caches: the state of the cluster, kept current, rebuilt from the API on start.
 
-Every component rebuilds what it knows this way (DESIGN.md §2): nothing survives only in a
-process's memory, so a restarted component converges on what the API server holds.
+Every component rebuilds what it knows this way (docs/extender.md#sources-of-truth): nothing
+survives only in a process's memory, so a restarted component converges on what the API server
+holds. How list and watch behave: docs/facts-kubernetes.md#list-and-watch.
 """
 
 from __future__ import annotations

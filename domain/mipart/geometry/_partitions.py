@@ -1,9 +1,9 @@
 """MI300X partition geometry: compute modes, memory (NPS) modes and what each partition gets.
 
-Facts (reference/mi300x-partitioning.md §1-§2): an MI300X has 8 XCDs of 38 CUs on 4 AIDs and
-196592 MiB of HBM3. A compute mode splits the XCDs evenly into 1/2/4/8 partitions; a memory
-mode splits the HBM into 1/2/4 NUMA pools. The driver gives every partition an equal share of
-its pool, so a partition's memory depends only on the compute mode.
+Facts (docs/facts-mi300x.md, #compute-modes to #memory-per-partition): an MI300X has 8 XCDs
+of 38 CUs on 4 AIDs and 196592 MiB of HBM3. A compute mode splits the XCDs evenly into
+1/2/4/8 partitions; a memory mode splits the HBM into 1/2/4 NUMA pools. The driver gives every
+partition an equal share of its pool, so a partition's memory depends only on the compute mode.
 """
 
 from __future__ import annotations

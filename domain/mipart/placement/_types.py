@@ -23,10 +23,10 @@ GIB = 2**30
 
 # Memory every vLLM instance on a *shared* partition holds outside its own limit: the HIP
 # context, RCCL communicators and hipBLASLt handles are allocated before vLLM's initial
-# snapshot, so `--gpu-memory-utilization` does not cover them (reference/vllm-facts.md §0.3:
-# "a real per-instance footprint is about util x total plus roughly 0.3-2 GiB"; its packing
-# rule reserves "N x ~1 GiB + safety"). An exclusive partition needs no reserve from us: the
-# launcher sizes the single instance's budget below the partition's total.
+# snapshot, so `--gpu-memory-utilization` does not cover them: a real per-instance footprint
+# is about util x total plus roughly 0.3-2 GiB, and the packing rule reserves "N x ~1 GiB +
+# safety" (docs/facts-vllm.md#memory-outside-the-budget). An exclusive partition needs no
+# reserve from us: the launcher sizes the single instance's budget below the partition's total.
 INSTANCE_OVERHEAD_BYTES = 1 * GIB
 
 # vLLM shards tensor-parallel ranks evenly; MI300X nodes have 8 GPUs and a GPU at most 8

@@ -2,7 +2,8 @@
 
 The webhook turns ``mipart.io/model`` into a memory request with this, and the launcher checks
 that the model fits the partition it got. The formula follows what vLLM does when it sizes an
-instance (reference/vllm-facts.md §3.1, §3.3, §3.4), per partition (tensor-parallel rank):
+instance (docs/facts-vllm.md, #kv-cache-sizing and #worked-numbers), per partition
+(tensor-parallel rank):
 
     weights   = params x bytes/param / TP       (FP8: linear layers 1 B, embeddings kept bf16)
     kv_cache  = 2 x layers x kv_heads/TP x head_dim x kv_bytes x ceil(len/16) x 16 x seqs
@@ -11,7 +12,7 @@ instance (reference/vllm-facts.md §3.1, §3.3, §3.4), per partition (tensor-pa
 Everything here lies inside vLLM's ``--gpu-memory-utilization`` budget. The HIP context, which
 lies outside it, is the placement engine's INSTANCE_OVERHEAD_BYTES, not part of this estimate.
 The overhead constants are [I] figures from H100 logs in vLLM PRs; re-measure them on MI300X
-(reference/vllm-facts.md §7.3).
+(docs/facts-vllm.md#measured-overheads).
 """
 
 from __future__ import annotations
@@ -46,26 +47,31 @@ __all__ = [
 ]
 
 GIB = 2**30
-# vLLM's default KV block: a sequence's KV is allocated in whole blocks (vllm-facts §3.1).
+# vLLM's default KV block: a sequence's KV is allocated in whole blocks
+# (docs/facts-vllm.md#kv-cache-sizing).
 KV_BLOCK_TOKENS = 16
 # Non-torch memory that grows during start-up (attention workspaces, allocator): 1.79 GiB
-# measured for Llama-3-8B TP1 (vllm-facts §3.3, vLLM PR #10511).
+# measured for Llama-3-8B TP1 (docs/facts-vllm.md#measured-overheads, vLLM PR #10511).
 NON_TORCH_BYTES = 1843 * 2**20
-# HIP/CUDA-graph memory, inside the budget since vLLM 0.20: 0.32-0.48 GiB for 8B (§3.3).
+# HIP/CUDA-graph memory, inside the budget since vLLM 0.20: 0.32-0.48 GiB for 8B
+# (docs/facts-vllm.md#graph-memory).
 GRAPH_BYTES = GIB // 2
-# RCCL/NCCL buffers per rank when TP > 1: non-torch went from 1.79 to 3.58 GiB at TP2 (§3.3).
+# RCCL/NCCL buffers per rank when TP > 1: non-torch went from 1.79 to 3.58 GiB at TP2
+# (docs/facts-vllm.md#measured-overheads).
 COMMUNICATOR_BYTES = 1833 * 2**20
-# The launcher sets --max-num-batched-tokens explicitly on partitions (vllm-facts §1.4); this is
-# vLLM's small-device tier, the value to assume when the caller does not say.
+# The launcher sets --max-num-batched-tokens explicitly on partitions
+# (docs/facts-vllm.md#batching-defaults); this is vLLM's small-device tier, the value to assume
+# when the caller does not say.
 DEFAULT_BATCHED_TOKENS = 2048
 # Activation peak per batched token, in hidden-size-wide bf16 tensors: the residual stream,
 # q/k/v and attention output (~4 x hidden) and the gated MLP's gate/up (2 x intermediate).
 # With vLLM's 8192 batched tokens and 1024 sampler rows this gives 1.18 GiB for Llama-3-8B
-# against the 1.26 GiB measured (§3.3).
+# against the 1.26 GiB measured (docs/facts-vllm.md#measured-overheads).
 _ACTIVATION_HIDDEN_WIDTHS = 4
 _ACTIVATION_MLP_WIDTHS = 2
 _ACTIVATION_BYTES = 2
-# The sampler warm-up holds fp32 logits for min(max_num_seqs, batched tokens) rows (§1.4).
+# The sampler warm-up holds fp32 logits for min(max_num_seqs, batched tokens) rows
+# (docs/facts-vllm.md#sampler-warm-up).
 _LOGIT_BYTES = 4
 
 
@@ -110,7 +116,8 @@ def estimate(
     context), served with ``tensor_parallel`` partitions.
 
     ``kv_cache_dtype="auto"`` is vLLM's default: the model's activation dtype, bf16 even for
-    FP8 weights; only ``--kv-cache-dtype fp8`` halves the KV cache (vllm-facts §3.3).
+    FP8 weights; only ``--kv-cache-dtype fp8`` halves the KV cache
+    (docs/facts-vllm.md#kv-cache-sizing).
     """
     weight_dtype = _dtype(dtype, "dtype")
     kv_dtype = DType.BF16 if kv_cache_dtype == "auto" else _dtype(kv_cache_dtype, "kv_cache_dtype")
@@ -145,7 +152,7 @@ def estimate(
 
 def weight_bytes(spec: ModelSpec, dtype: DType) -> int:
     """FP8 checkpoints quantize the linear layers and keep embeddings and lm_head in bf16:
-    8.5 GiB for Llama-3-8B, 67.7 GiB for 70B (vllm-facts §3.3)."""
+    8.5 GiB for Llama-3-8B, 67.7 GiB for 70B (docs/facts-vllm.md#worked-numbers)."""
     if dtype is DType.BF16:
         return spec.parameters * 2
     embeddings = spec.embedding_parameters

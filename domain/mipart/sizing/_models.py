@@ -137,7 +137,7 @@ def lookup(name: str) -> ModelSpec:
 
 CATALOG: tuple[ModelSpec, ...] = (
     # huggingface.co/meta-llama/Llama-3.1-8B-Instruct/blob/main/config.json
-    # (reference/vllm-facts.md §3.2: Llama 3 and 3.1 share the shapes; 3.1 has 131072 context)
+    # (docs/facts-vllm.md#model-shapes: Llama 3 and 3.1 share the shapes; 3.1 has 131072 context)
     ModelSpec(
         name="meta-llama/Llama-3.1-8B-Instruct",
         parameters=8_030_261_248,

@@ -1,9 +1,10 @@
 """How one vLLM instance is sized to the allocation it got: the numbers mipart-vllm passes.
 
 vLLM's ``--gpu-memory-utilization`` is a fraction of the memory the device reports, which on a
-partition is the partition's, not the GPU's (reference/vllm-facts.md §0.1, §0.5). The
-allocation's limit is this instance's share of it; the HIP context outside vLLM's budget is
-what the placement engine reserves as INSTANCE_OVERHEAD_BYTES next to every limit. So:
+partition is the partition's, not the GPU's (docs/facts-vllm.md, #gpu-memory-utilization and
+#partition-memory). The allocation's limit is this instance's share of it; the HIP context
+outside vLLM's budget is what the placement engine reserves as INSTANCE_OVERHEAD_BYTES next to
+every limit. So:
 
     utilization = min(limit, partition - INSTANCE_OVERHEAD_BYTES) / partition   (rounded down)
 

@@ -2,8 +2,9 @@
  * VRAM and processes. Scope is the partition the handle names: total = that XCP's share of the
  * 196592 MiB (KFD's per-XCP size, which HIP/torch see: 24574 MiB in CPX), used = the sum of the
  * fake processes on that partition, with no idle baseline. Real amd-smi is inconsistent here
- * (some paths report device-wide numbers on partitions, reference §2); the emulator gives the
- * per-partition view a partition manager needs and documents it in README.md.
+ * (some paths report device-wide numbers on partitions: docs/facts-mi300x.md, "What monitoring
+ * tools report"); the emulator gives the per-partition view a partition manager needs and
+ * documents it in README.md.
  */
 #include <string.h>
 #include <time.h>

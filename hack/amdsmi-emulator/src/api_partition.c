@@ -1,6 +1,6 @@
 /*
  * Compute (accelerator) and memory (NPS) partitioning, and the driver reload that applies an
- * NPS change. Rules from shared/reference/mi300x-partitioning.md §1-§3:
+ * NPS change. Rules from docs/facts-mi300x.md (#valid-combinations, #changing-modes):
  *  - compute mode is per physical GPU, applies at once, and needs the GPU free of processes
  *    (KFD answers -EBUSY -> AMDSMI_STATUS_BUSY);
  *  - a compute mode the current NPS mode does not allow -> AMDSMI_STATUS_SETTING_UNAVAILABLE

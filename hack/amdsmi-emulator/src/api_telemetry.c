@@ -7,10 +7,11 @@
  *
  * Device-wide telemetry lives on the primary partition only: on hardware the secondary XCPs
  * have no gpu_metrics of their own and amd-smi shows N/A for their temperature and power
- * (reference §1, ISS-132). So on partitions other than 0: amdsmi_get_power_info fills every
- * field with 0xFFFF (the wrapper prints "N/A"), amdsmi_get_temp_metric and
- * amdsmi_get_gpu_metrics_info answer AMDSMI_STATUS_NOT_SUPPORTED. Activity
- * (amdsmi_get_gpu_activity, amdsmi_get_gpu_busy_percent) is answered per partition everywhere.
+ * (docs/facts-mi300x.md#telemetry-on-partitions). So on partitions other than 0:
+ * amdsmi_get_power_info fills every field with 0xFFFF (the wrapper prints "N/A"),
+ * amdsmi_get_temp_metric and amdsmi_get_gpu_metrics_info answer AMDSMI_STATUS_NOT_SUPPORTED.
+ * Activity (amdsmi_get_gpu_activity, amdsmi_get_gpu_busy_percent) is answered per partition
+ * everywhere.
  */
 #include <string.h>
 #include <time.h>

@@ -1,5 +1,5 @@
 /*
- * MI300X hardware facts the emulator follows (shared/reference/mi300x-partitioning.md §1-§3).
+ * MI300X hardware facts the emulator follows (docs/facts-mi300x.md).
  * Pure functions: no state file, no I/O.
  */
 #ifndef MIPART_EMU_MODEL_H

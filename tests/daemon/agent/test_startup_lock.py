@@ -188,8 +188,9 @@ def test_two_launchers_on_one_pool_start_one_after_the_other(
 
 
 def test_a_waiting_launcher_survives_a_daemon_restart(lock_node: Node, bin_dir: Path) -> None:
-    """DESIGN: a daemon restart never touches a (starting) container. The waiting launcher
-    queues again on the restarted daemon instead of failing its container."""
+    """A daemon restart never touches a (starting) container
+    (docs/daemon.md#restarts-crashes-and-reboots). The waiting launcher queues again on the
+    restarted daemon instead of failing its container."""
     ports = {"first": free_port(), "second": free_port()}
     first = launcher(lock_node, bin_dir, "gpu0-pool0", ports["first"], load_s=30)
     log = lock_node.tmp / "fake-vllm.log"

@@ -1,4 +1,4 @@
-"""The partition model against the MI300X facts (reference/mi300x-partitioning.md §1-§2)."""
+"""The partition model against the MI300X facts (docs/facts-mi300x.md)."""
 
 import pytest
 from hypothesis import given

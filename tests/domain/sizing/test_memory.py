@@ -1,4 +1,4 @@
-"""Memory estimates against the worked numbers in reference/vllm-facts.md §3 and the hardware."""
+"""Memory estimates against the worked numbers in docs/facts-vllm.md and the hardware."""
 
 from typing import Any
 
@@ -90,7 +90,7 @@ QWEN_32B_CONFIG: dict[str, Any] = {
 def test_llama_8b_bf16_weights_are_16_gb() -> None:
     est = estimate(lookup("meta-llama/Llama-3.1-8B-Instruct"), max_model_len=8192)
     assert est.weights_bytes == 8_030_261_248 * 2
-    assert round(est.weights_bytes / GIB, 2) == 14.96  # vllm-facts §3.3
+    assert round(est.weights_bytes / GIB, 2) == 14.96  # docs/facts-vllm.md#worked-numbers
     assert est.kv_bytes_per_token == 128 * 1024  # 128 KiB/token, bf16 KV
 
 
@@ -102,7 +102,7 @@ def test_llama_70b_bf16_needs_an_spx_gpu_or_tensor_parallelism() -> None:
     assert est.kv_bytes_per_token == 320 * 1024
     assert DPX < est.per_partition_bytes <= SPX
     assert est.per_partition_bytes > CPX
-    # TP8 over CPX partitions: about 16.4 GiB of weights each (vllm-facts §3.3).
+    # TP8 over CPX partitions: about 16.4 GiB of weights each (docs/facts-vllm.md#worked-numbers).
     tp8 = estimate(spec, max_model_len=8192, tensor_parallel=8)
     assert round(tp8.weights_bytes / 8 / GIB, 1) == 16.4
     assert tp8.per_partition_bytes < CPX
@@ -129,7 +129,8 @@ def test_fp8_weights_match_the_worked_numbers() -> None:
 def test_kv_cache_follows_length_sequences_dtype_and_tensor_parallelism() -> None:
     spec = lookup("Llama-3.1-8B")
     one = estimate(spec, max_model_len=8192)
-    assert one.kv_cache_bytes == 1 * GIB  # one 8k sequence, bf16 KV (vllm-facts §3.3)
+    # One 8k sequence, bf16 KV (docs/facts-vllm.md#worked-numbers).
+    assert one.kv_cache_bytes == 1 * GIB
     assert estimate(spec, max_model_len=8192, max_num_seqs=4).kv_cache_bytes == 4 * GIB
     assert estimate(spec, max_model_len=8192, kv_cache_dtype="fp8").kv_cache_bytes == GIB // 2
     # FP8 weights with the default "auto" KV dtype keep a bf16 KV cache.
@@ -151,12 +152,13 @@ def test_default_length_is_the_model_context() -> None:
     spec = lookup("llama-3.1-8b-instruct")
     est = estimate(spec)
     assert est.max_model_len == 131072
-    assert est.kv_cache_bytes == 16 * GIB  # one 128k sequence (vllm-facts §3.3)
+    assert est.kv_cache_bytes == 16 * GIB  # one 128k sequence (docs/facts-vllm.md#worked-numbers)
 
 
 def test_overhead_matches_the_measured_llama_8b_start_up() -> None:
     # vLLM's own defaults on an 80 GiB device: 8192 batched tokens, 1024 sequences. Measured:
-    # non-torch 1.79 GiB + activation peak 1.26 GiB, graphs 0.32-0.48 GiB (vllm-facts §3.3).
+    # non-torch 1.79 GiB + activation peak 1.26 GiB, graphs 0.32-0.48 GiB
+    # (docs/facts-vllm.md#measured-overheads).
     spec = lookup("Llama-3.1-8B-Instruct")
     est = estimate(spec, max_model_len=1024, max_num_seqs=1024, max_num_batched_tokens=8192)
     assert 3.3 * GIB < est.overhead_bytes < 3.8 * GIB

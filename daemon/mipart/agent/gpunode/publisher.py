@@ -1,8 +1,9 @@
 """Mirror the node's partitions to its GPUNode: status on every change and as a heartbeat.
 
-The daemon is the only writer of GPUNode.status (DESIGN.md §2). Free memory in the status is
-derived, never stored: the partitions' memory minus the allocations of the pods on this node
-that have not finished, read from the pods' ``mipart.io/allocation`` annotations.
+The daemon is the only writer of GPUNode.status (docs/extender.md#sources-of-truth). Free
+memory in the status is derived, never stored: the partitions' memory minus the allocations of
+the pods on this node that have not finished, read from the pods' ``mipart.io/allocation``
+annotations.
 """
 
 from __future__ import annotations

@@ -120,7 +120,8 @@ class PartitionManager:
             log.warning("manager.stop_during_operation", operation=op.id)
 
     def set_occupant_check(self, occupants: OccupantCheck) -> None:
-        """Refuse changes on GPUs that ``occupants`` reports as allocated (DESIGN §3)."""
+        """Refuse changes on GPUs that ``occupants`` reports as allocated
+        (docs/daemon.md#changing-modes)."""
         self._occupants = occupants
 
     def add_listener(self, listener: Listener) -> None:

@@ -1,8 +1,8 @@
 """The node's start-up locks: one per memory pool, granted first come, first served.
 
 A vLLM instance sizes its KV cache from how much device-wide free memory drops while it starts
-(reference/vllm-facts.md §1.1): a neighbour starting on the same pool at the same time is
-charged to it, or makes it fail. So instances on one pool start one after the other.
+(docs/facts-vllm.md#start-up-measurement): a neighbour starting on the same pool at the same
+time is charged to it, or makes it fail. So instances on one pool start one after the other.
 
 A request names every pool of its allocation and is granted all of them at once, or waits.
 Waiting is strictly first come, first served per pool: a request is granted only when none of
