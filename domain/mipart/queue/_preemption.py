@@ -1,8 +1,10 @@
 """Preemption for the queue: a latency pod that fits nowhere picks lower-class victims.
 
-The victims are the smallest set on one node (fewest pods, then least memory: the same
-``victims_for`` that answers kube-scheduler's preempt verb in the extender, so both give the
-same answer for the same node). Over nodes, the node whose set is smallest wins.
+Batch pods are evicted before standard ones: the lowest class whose pods alone make room is
+the one chosen from. Among those, the victims are the smallest set on one node (fewest pods,
+then least memory: the same ``victims_for`` that answers kube-scheduler's preempt verb in the
+extender, so both give the same answer for the same node). Over nodes, the node whose set is
+smallest wins.
 
 The room is held by the victims themselves: their allocations count until their pods are
 gone, so nothing else is placed there meanwhile, and when they are gone the latency pod is
@@ -62,6 +64,29 @@ def plan_preemption(
     if going and _fits_without(view, pod, going):
         return Awaiting(len(going))
     rank = QOS_RANK[pod.qos]
+    # The lowest classes first: batch pods go before standard ones whenever evicting batch
+    # pods alone makes room, however many fewer standard pods it would take.
+    for lowest in sorted(
+        {QOS_RANK[q] for q in class_of.values() if QOS_RANK[q] > rank}, reverse=True
+    ):
+        best = _best_preemption(
+            view, pod, class_of=class_of, leaving=leaving, protected=protected, lowest=lowest
+        )
+        if best is not None:
+            return best
+    return "no set of lower-class pods whose eviction would make room"
+
+
+def _best_preemption(
+    view: ClusterView,
+    pod: QueuedPod,
+    *,
+    class_of: Mapping[str, QosClass],
+    leaving: Collection[str],
+    protected: Collection[str],
+    lowest: int,
+) -> Preemption | None:
+    """The cheapest victims over all nodes among pods of rank ``lowest`` or lower (larger)."""
     best: Preemption | None = None
     for node in sorted(view.node_names):
         capacity = view.capacity(node)
@@ -74,7 +99,7 @@ def plan_preemption(
             a
             for a in staying
             if a.pod_uid in class_of
-            and QOS_RANK[class_of[a.pod_uid]] > rank
+            and QOS_RANK[class_of[a.pod_uid]] >= lowest
             and a.pod_uid not in protected
         ]
         if not candidates:
@@ -85,8 +110,6 @@ def plan_preemption(
         found = Preemption(pod, node, victims)
         if best is None or _cost(found) < _cost(best):
             best = found
-    if best is None:
-        return "no set of lower-class pods whose eviction would make room"
     return best
 
 

@@ -110,7 +110,7 @@ def held(name: str, gpu: int, gib: float) -> Allocation:
     return Allocation(f"ns/{name}", f"uid-{name}", "n1", (f"gpu{gpu}-spx-0",), int(gib * GI))
 
 
-def test_a_latency_pod_evicts_the_fewest_lower_class_pods() -> None:
+def test_a_latency_pod_evicts_the_lowest_class_first_then_the_fewest_pods() -> None:
     # GPU 0: three batch pods of 60Gi; GPU 1: one standard pod of 100Gi and one batch of 80Gi.
     pods = [held("a", 0, 60), held("b", 0, 60), held("c", 0, 60), held("s", 1, 100),
             held("d", 1, 80)]  # fmt: skip
@@ -119,7 +119,14 @@ def test_a_latency_pod_evicts_the_fewest_lower_class_pods() -> None:
     chat = pod("chat", 150, QosClass.LATENCY)
     got = plan_preemption(view, chat, class_of=classes, leaving=())
     assert isinstance(got, Preemption)
-    assert sorted(v.pod for v in got.victims) == ["ns/d", "ns/s"]  # 2 pods, not 3
+    # Batch pods alone make room on GPU 0, so no standard pod goes, though GPU 1 would take
+    # two evictions instead of three (kube-scheduler, too, prefers the node whose most
+    # important victim is the least important).
+    assert sorted(v.pod for v in got.victims) == ["ns/a", "ns/b", "ns/c"]
+    # With GPU 0 protected, the standard pod may go too: the fewest pods on GPU 1.
+    got = plan_preemption(view, chat, class_of=classes, leaving=(), protected={"uid-a"})
+    assert isinstance(got, Preemption)
+    assert sorted(v.pod for v in got.victims) == ["ns/d", "ns/s"]
     # A standard pod may only evict batch pods: GPU 0's three.
     standard = pod("std", 150, QosClass.STANDARD)
     got = plan_preemption(view, standard, class_of=classes, leaving=())
