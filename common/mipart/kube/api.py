@@ -13,6 +13,8 @@ import orjson
 import urllib3
 from kubernetes import client, config
 
+from mipart.kube.kubeconfig import find_credentials
+
 POOL_SIZE = 32
 # The config loaders' credential hook runs before every request and re-applies the whole
 # configuration; setting the host re-reads the proxy settings from the environment, a third
@@ -41,6 +43,9 @@ class KubeApi:
 
     @classmethod
     def connect(cls, kubeconfig: Path | None = None) -> KubeApi:
+        """For the daemons and the cluster components: the kubeconfig they are given, else the
+        pod's service account (nothing else is looked for: a process in a pod that found a
+        stray ~/.kube/config would act as someone else)."""
         configuration = client.Configuration()
         if kubeconfig is not None:
             config.load_kube_config(  # type: ignore[no-untyped-call]
@@ -48,6 +53,20 @@ class KubeApi:
             )
         else:
             config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+        return cls._pooled(configuration)
+
+    @classmethod
+    def connect_like_kubectl(
+        cls, kubeconfig: Path | None = None, context: str | None = None
+    ) -> KubeApi:
+        """For commands people run: the credentials kubectl would use (mipart.kube.kubeconfig);
+        CredentialsError, one line, when there are none or they cannot be loaded."""
+        configuration = client.Configuration()
+        find_credentials(kubeconfig, context).load(configuration)
+        return cls._pooled(configuration)
+
+    @classmethod
+    def _pooled(cls, configuration: Any) -> KubeApi:
         # Each watch holds a connection for its lifetime, and the extender POSTs a Binding per
         # pod from as many threads as kube-scheduler binds at once. Past the pool's size
         # (the client's default: 5 per CPU) every request opens a new TLS connection, and the
