@@ -224,3 +224,52 @@ def test_with_evict_the_pod_is_evicted_once_its_disruption_budget_allows(
     policy.delete_namespaced_pod_disruption_budget("llm", namespace)
     wait_until("the pod evicted", evicted, timeout=15)
     assert len(limit_events(api, namespace, "llm")) == 1
+
+
+def test_mipart_smi_shows_the_pods_on_each_partition_their_limit_and_usage(
+    monitored: Callable[[str], Monitored], api: Any, namespace: str
+) -> None:
+    """Two pods sharing gpu0-spx-0: one line each, with the limit and what its processes use;
+    a process in no pod counts for none."""
+    m = monitored("report")
+    chat = create_pod(api, namespace, m.name, "chat")
+    idle = create_pod(api, namespace, m.name, "idle")
+    m.put_in_pod(VLLM, chat)
+    m.add_process(VLLM, "8G")
+    m.add_process(HOST_TOOL, "3G")  # on gpu0-spx-0 too, in no pod's cgroup
+
+    def entries() -> list[dict[str, Any]]:
+        (part,) = m.node.show()["gpus"][0]["partitions"]
+        return list(part["allocations"])
+
+    wait_until("both pods listed", lambda: len(entries()) == 2, timeout=15)
+    assert entries() == [
+        {
+            "pod": f"{namespace}/chat",
+            "pod_uid": chat,
+            "memory_limit_bytes": 10 * GIB,
+            "sharing": "shared",
+            "memory_used_bytes": 8 * GIB,
+        },
+        {
+            "pod": f"{namespace}/idle",
+            "pod_uid": idle,
+            "memory_limit_bytes": 10 * GIB,
+            "sharing": "shared",
+            "memory_used_bytes": 0,
+        },
+    ]
+    rows = [line.split() for line in m.node.smi_ok().splitlines() if line.startswith("0    gpu0")]
+    pods = [r[5:] for r in rows if len(r) > 5 and "/" in r[5]]
+    assert pods == [
+        [f"{namespace}/chat", "10.0", "GiB", "8.0", "GiB"],
+        [f"{namespace}/idle", "10.0", "GiB", "0.0", "GiB"],
+    ]
+    csv_rows = m.node.smi_ok("status", "--gpu", "0", "--csv").splitlines()
+    assert [r.split(",")[5] for r in csv_rows[1:]] == [f"{namespace}/chat", f"{namespace}/idle"]
+    # GPU 1 holds no pod.
+    (gpu1,) = m.node.show()["gpus"][1]["partitions"]
+    assert gpu1["allocations"] == []
+
+    kube.core(api).delete_namespaced_pod("idle", namespace, grace_period_seconds=0)
+    wait_until("the pod gone from the list", lambda: len(entries()) == 1, timeout=15)

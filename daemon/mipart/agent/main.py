@@ -22,10 +22,12 @@ if TYPE_CHECKING:
     from mipart.agent.deviceplugin.plugin import DevicePlugin
     from mipart.agent.gpunode.publisher import GpuNodePublisher
     from mipart.agent.limits.monitor import MemoryMonitor
+    from mipart.agent.server.convert import PodsProvider
+    from mipart.geometry import NodeInventory
 from mipart.agent.metrics import DaemonMetrics
 from mipart.agent.partitions.store import StateStore
 from mipart.agent.server.transport import ConfigError, TlsFiles, serve, serve_startup
-from mipart.sizing import LimitAction
+from mipart.sizing import LimitAction, read_pod_memory
 
 DEFAULT_SOCKET = "/run/mipart/node.sock"
 DEFAULT_LAUNCHER_SOCKET = Path("/run/mipart/launcher/startup.sock")
@@ -169,8 +171,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     from mipart.agent.server.service import NodeService  # noqa: PLC0415
 
+    service = NodeService(manager, args.node_name)
     try:
-        server, health = serve(NodeService(manager, args.node_name), listen, tls)
+        server, health = serve(service, listen, tls)
     except ConfigError as err:
         print(f"mipart-daemon: {err}", file=sys.stderr)
         return 2
@@ -185,6 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     # start-up reconcile refuses to change a GPU that a pod holds an allocation on.
     publisher = _publisher(args, manager)
     if publisher is not None:
+        service.set_pods_provider(_pods_provider(publisher, args.proc_root))
         publisher.start()
     manager.start()
     plugin = _device_plugin(args, manager, publisher, launcher_socket)
@@ -249,6 +253,28 @@ def _publisher(args: argparse.Namespace, manager: PartitionManager) -> GpuNodePu
     watcher.start()
     reconciler.start()
     return publisher
+
+
+def _pods_provider(publisher: GpuNodePublisher, proc_root: Path) -> PodsProvider:
+    """Which pods hold each partition, for mipart-smi: the publisher's pod cache for the
+    allocations, each GPU process's cgroup for its pod (as the memory-limit monitor reads)."""
+    from mipart.agent.limits.cgroups import ProcPods  # noqa: PLC0415
+    from mipart.agent.server.convert import PodsOnNode  # noqa: PLC0415
+
+    proc = ProcPods(proc_root)
+
+    def pods(inventory: NodeInventory) -> PodsOnNode:
+        if not publisher.pods.synced.is_set():
+            return PodsOnNode()  # not listed yet: shown as no pods rather than waited for
+        allocations = tuple(publisher.allocations())
+        processes = inventory.processes
+        pod_of_pid, _ = proc.pods_of(p.pid for p in processes)
+        reading = read_pod_memory(processes, pod_of_pid, allocations)
+        return PodsOnNode(
+            allocations, {(m.pod_uid, m.partition_id): m.used_bytes for m in reading.pods}
+        )
+
+    return pods
 
 
 def _memory_monitor(

@@ -17,6 +17,7 @@ such as ``/../../pod<uid>/<id>``) move it. A UUID is required, so nothing else l
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from pathlib import Path
 
 
@@ -54,3 +55,19 @@ class ProcPods:
         """Raises OSError when the process is gone (or not visible under ``root``)."""
         text = (self._root / str(pid) / "cgroup").read_text(errors="replace")
         return pod_uid_of(text)
+
+    def pods_of(self, pids: Iterable[int]) -> tuple[dict[int, str], dict[int, str]]:
+        """pid -> pod UID for the pids in a pod's cgroup, and pid -> why for the others."""
+        pods: dict[int, str] = {}
+        why: dict[int, str] = {}
+        for pid in set(pids):
+            try:
+                uid = self.pod_uid(pid)
+            except OSError as err:
+                why[pid] = f"no readable cgroup ({err.strerror or err}): exited, or not in our view"
+                continue
+            if uid is None:
+                why[pid] = "not in a pod's cgroup"
+            else:
+                pods[pid] = uid
+        return pods, why

@@ -87,7 +87,7 @@ class MemoryMonitor:
         if inventory is None or not self._publisher.pods.synced.is_set():
             return  # no usage or no allocations known yet: nothing to compare
         processes = inventory.processes
-        pods, why = self._pods_of(processes)
+        pods, why = self._proc.pods_of(p.pid for p in processes)
         reading = read_pod_memory(processes, pods, self._publisher.allocations())
         self._log_unattributed(reading.unattributed, pods, why)
         exceeded = self._watch.update(reading)
@@ -97,22 +97,6 @@ class MemoryMonitor:
             self._evict_over(reading)
         for listener in self._listeners:
             listener(reading, exceeded)
-
-    def _pods_of(self, processes: tuple[GpuProcess, ...]) -> tuple[dict[int, str], dict[int, str]]:
-        """pid -> pod UID, and pid -> why it has none."""
-        pods: dict[int, str] = {}
-        why: dict[int, str] = {}
-        for pid in {p.pid for p in processes}:
-            try:
-                uid = self._proc.pod_uid(pid)
-            except OSError as err:
-                why[pid] = f"no readable cgroup ({err.strerror or err}): exited, or not in our view"
-                continue
-            if uid is None:
-                why[pid] = "not in a pod's cgroup"
-            else:
-                pods[pid] = uid
-        return pods, why
 
     def _log_unattributed(
         self, processes: tuple[GpuProcess, ...], pods: dict[int, str], why: dict[int, str]

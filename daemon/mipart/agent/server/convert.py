@@ -2,13 +2,34 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
 from mipart.agent.partitions.manager import NodeStatus
 from mipart.agent.partitions.operations import GpuPhase, OperationEvent
 from mipart.api.v1 import node_pb2 as pb
-from mipart.geometry import GpuInventory, GpuProcess, PartitionInventory
+from mipart.geometry import GpuInventory, GpuProcess, NodeInventory, PartitionInventory
+from mipart.placement import Allocation
 
 
-def node_message(status: NodeStatus, node_name: str) -> pb.Node:
+@dataclass(frozen=True, slots=True)
+class PodsOnNode:
+    """What the daemon knows of the pods that hold this node's partitions, for one reading of
+    the hardware: their allocations and, where processes can be mapped to pods, the VRAM each
+    pod's processes use on each partition."""
+
+    allocations: tuple[Allocation, ...] = ()
+    # (pod UID, partition id) -> bytes; None when processes cannot be mapped to pods at all.
+    used_bytes: Mapping[tuple[str, str], int] | None = None
+
+
+# The pods for an inventory (main.py builds one from the pod cache when the daemon runs with
+# Kubernetes); without one, partitions show no pods.
+PodsProvider = Callable[[NodeInventory], PodsOnNode]
+NO_PODS = PodsOnNode()
+
+
+def node_message(status: NodeStatus, node_name: str, pods: PodsOnNode = NO_PODS) -> pb.Node:
     node = pb.Node(
         node_name=node_name,
         hardware_error=status.hardware_error or "",
@@ -46,12 +67,20 @@ def node_message(status: NodeStatus, node_name: str) -> pb.Node:
                 phase=status.phases.get(gpu.index, GpuPhase.READY),
                 drained=gpu.index in status.drained,
                 failure=status.failures.get(gpu.index, ""),
+                pods=pods,
             )
         )
     return node
 
 
-def gpu_message(gpu: GpuInventory, *, phase: GpuPhase, drained: bool, failure: str) -> pb.Gpu:
+def gpu_message(
+    gpu: GpuInventory,
+    *,
+    phase: GpuPhase,
+    drained: bool,
+    failure: str,
+    pods: PodsOnNode = NO_PODS,
+) -> pb.Gpu:
     msg = pb.Gpu(
         index=gpu.index,
         bdf=gpu.bdf,
@@ -62,7 +91,7 @@ def gpu_message(gpu: GpuInventory, *, phase: GpuPhase, drained: bool, failure: s
         phase=phase.value,
         failure=failure,
         drained=drained,
-        partitions=[_partition(p) for p in gpu.partitions],
+        partitions=[_partition(p, pods) for p in gpu.partitions],
         memory_bytes=sum(p.geometry.memory_bytes for p in gpu.partitions),
         memory_used_bytes=sum(p.memory_used_bytes for p in gpu.partitions),
     )
@@ -73,7 +102,7 @@ def gpu_message(gpu: GpuInventory, *, phase: GpuPhase, drained: bool, failure: s
     return msg
 
 
-def _partition(p: PartitionInventory) -> pb.Partition:
+def _partition(p: PartitionInventory, pods: PodsOnNode) -> pb.Partition:
     g = p.geometry
     msg = pb.Partition(
         id=g.id,
@@ -88,10 +117,29 @@ def _partition(p: PartitionInventory) -> pb.Partition:
         uuid=p.uuid,
         render_minor=p.render_minor,
         processes=[_process(x) for x in p.processes],
+        allocations=_allocations(g.id, pods),
     )
     if p.activity_percent is not None:
         msg.activity_percent = p.activity_percent
     return msg
+
+
+def _allocations(partition_id: str, pods: PodsOnNode) -> list[pb.PartitionAllocation]:
+    """The pods holding ``partition_id``, by pod name."""
+    entries = []
+    for a in sorted(pods.allocations, key=lambda a: (a.pod, a.pod_uid)):
+        if partition_id not in a.partition_ids:
+            continue
+        entry = pb.PartitionAllocation(
+            pod=a.pod,
+            pod_uid=a.pod_uid,
+            memory_limit_bytes=a.memory_bytes,
+            sharing=a.sharing.value,
+        )
+        if pods.used_bytes is not None:
+            entry.memory_used_bytes = pods.used_bytes.get((a.pod_uid, partition_id), 0)
+        entries.append(entry)
+    return entries
 
 
 def _process(p: GpuProcess) -> pb.GpuProcess:

@@ -9,9 +9,16 @@ import grpc
 import structlog
 
 from mipart.agent.partitions.errors import Conflict, InvalidRequest, RequestError, Unavailable
-from mipart.agent.partitions.manager import PartitionManager
+from mipart.agent.partitions.manager import NodeStatus, PartitionManager
 from mipart.agent.partitions.operations import GpuPhase, Operation
-from mipart.agent.server.convert import event_message, gpu_message, node_message
+from mipart.agent.server.convert import (
+    NO_PODS,
+    PodsOnNode,
+    PodsProvider,
+    event_message,
+    gpu_message,
+    node_message,
+)
 from mipart.api.v1 import node_pb2 as pb
 from mipart.api.v1 import node_pb2_grpc as pb_grpc
 
@@ -28,14 +35,21 @@ _WATCH_POLL_S = 1.0
 
 
 class NodeService(pb_grpc.NodeServiceServicer):
-    def __init__(self, manager: PartitionManager, node_name: str) -> None:
+    def __init__(
+        self, manager: PartitionManager, node_name: str, pods: PodsProvider | None = None
+    ) -> None:
         self._manager = manager
         self._node_name = node_name
+        self._pods = pods
+
+    def set_pods_provider(self, pods: PodsProvider) -> None:
+        """Show which pods hold each partition (the daemon's pod cache, with Kubernetes)."""
+        self._pods = pods
 
     def GetNode(self, request: pb.GetNodeRequest, context: grpc.ServicerContext) -> pb.Node:
         # Read the hardware now, as amd-smi does: a poll interval of staleness would hide the
         # process that was just started. (During a reload the last snapshot is served.)
-        return node_message(self._manager.refresh(), self._node_name)
+        return self._node(self._manager.refresh())
 
     def SetComputePartition(
         self, request: pb.SetComputePartitionRequest, context: grpc.ServicerContext
@@ -67,12 +81,12 @@ class NodeService(pb_grpc.NodeServiceServicer):
 
     def Watch(self, request: pb.WatchRequest, context: grpc.ServicerContext) -> Iterator[pb.Node]:
         status = self._manager.status()
-        yield node_message(status, self._node_name)
+        yield self._node(status)
         while context.is_active():
             newer = self._manager.wait_for_change(status.version, _WATCH_POLL_S)
             if newer.version != status.version:
                 status = newer
-                yield node_message(status, self._node_name)
+                yield self._node(status)
 
     def _drain(self, gpu: int, drained: bool, context: grpc.ServicerContext) -> pb.Gpu:
         status = _call(context, lambda: self._manager.drain(gpu, drained))
@@ -82,7 +96,20 @@ class NodeService(pb_grpc.NodeServiceServicer):
             phase=status.phases.get(gpu, GpuPhase.READY),
             drained=gpu in status.drained,
             failure=status.failures.get(gpu, ""),
+            pods=self._pods_on(status),
         )
+
+    def _node(self, status: NodeStatus) -> pb.Node:
+        return node_message(status, self._node_name, self._pods_on(status))
+
+    def _pods_on(self, status: NodeStatus) -> PodsOnNode:
+        if self._pods is None or status.inventory is None:
+            return NO_PODS
+        try:
+            return self._pods(status.inventory)
+        except Exception:  # the pods are extra: a failure to read them never fails the call
+            log.exception("pods.read_failed")
+            return NO_PODS
 
 
 def _call(context: grpc.ServicerContext, action: Callable[[], T]) -> T:
