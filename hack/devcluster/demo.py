@@ -1,136 +1,116 @@
-"""The demo (hack/demo): a local control plane with four emulated MI300X nodes in mixed
-layouts, a mipart daemon on each publishing its GPUNode, the webhook and the extender, and
-the sample vLLM workloads from manifests/examples/ placed onto partitions."""
+"""hack/demo: mipart on a local control plane, start to finish.
+
+Four kwok nodes with a real mipart daemon each over 8 emulated MI300X (the real amdsmi
+package on the emulated libamd_smi), in the mixed layouts a cluster has after an operator
+picked one per node pool; the admission webhook, the scheduler extender in kube-scheduler
+and mipart-controller, each as its own service account. Then the story:
+
+  (a) the sample workloads of manifests/examples are placed on partitions, a limit each;
+  (b) a batch fleet of Llama-70B replicas wants more SPX GPUs than exist: the controller
+      re-partitions idle GPUs to SPX for them, and the replicas that still fit nowhere wait
+      in the queue with a reason;
+  (c) a latency pod arrives when the cluster is full and preempts a batch replica within
+      the fleet's PodDisruptionBudget; the replica goes back to the queue;
+  (d) mipart-queue shows the queue; (e) mipart-smi shows a node's partitions and pods;
+  (f) a summary against whole-GPU allocation.
+
+  hack/demo            run it, then stop everything it started
+  hack/demo --keep     leave it all running to explore; prints the KUBECONFIG to use
+  hack/demo down       stop what `hack/demo --keep` left running
+"""
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
-import yaml
-
-from hack.devcluster import kube
 from hack.devcluster.binaries import REPO_ROOT
 from hack.devcluster.controlplane import ControlPlane, print_progress
 from hack.devcluster.emulator import build_emulator
-from hack.devcluster.procs import wait_until
-from hack.devcluster.stack import Stack
-from mipart.contract.annotations import ALLOCATION, MODEL, SHARING
+from hack.devcluster.scenario import LAYOUTS, Narrator, Story
+from hack.devcluster.stack import Stack, stop_recorded
 
-EXAMPLES = REPO_ROOT / "manifests" / "examples"
-LAYOUTS: list[dict[int, str]] = [
-    {},  # 8 x SPX: room for 70B models
-    dict.fromkeys(range(8), "CPX"),  # 64 x 24 GiB
-    dict.fromkeys(range(4), "CPX"),  # half CPX, half SPX
-    {**dict.fromkeys(range(4), "QPX"), **dict.fromkeys(range(4, 8), "DPX")},
-]
+DEFAULT_DIR = REPO_ROOT / ".run" / "demo"
+NAMESPACE = "default"
 
 
 def say(text: str) -> None:
     print(f"\n==> {text}", flush=True)
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(prog="hack/demo", description=__doc__)
+def out(text: str) -> None:
+    print(text, flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="hack/demo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("action", nargs="?", choices=["run", "down"], default="run")
     parser.add_argument("--keep", action="store_true", help="leave everything running")
-    parser.add_argument("--dir", type=Path, default=REPO_ROOT / ".run" / "demo")
-    args = parser.parse_args()
+    parser.add_argument(
+        "--dir", type=Path, default=DEFAULT_DIR, help=f"state and logs (default {DEFAULT_DIR})"
+    )
+    args = parser.parse_args(argv)
+    if args.action == "down":
+        return down(args.dir)
+    return run(args.dir, keep=args.keep)
+
+
+def run(workdir: Path, *, keep: bool) -> int:
+    started = time.monotonic()
+    down(workdir, quiet=True)  # what an earlier --keep left behind
     emulator = build_emulator()
-    plane = ControlPlane(args.dir / "cluster")
-    say("starting the control plane (kube-apiserver, etcd, kube-scheduler, kwok)")
-    plane.start(nodes=len(LAYOUTS), detach=args.keep, progress=print_progress)
+    plane = ControlPlane(workdir / "cluster")
+    say(
+        "a local control plane: kube-apiserver, etcd, kube-controller-manager, kube-scheduler, kwok"
+    )
+    plane.start(nodes=len(LAYOUTS), detach=keep, progress=print_progress)
     api = plane.api_client()
-    stack = Stack(plane, emulator, args.dir / "nodes")
+    stack = Stack(plane, emulator, workdir / "nodes", detach=keep)
+    story = Story(plane, api, stack, NAMESPACE, Narrator(say=say, out=out))
     try:
-        run(plane, api, stack)
+        story.start()
+        story.place_samples()
+        story.fill_with_batch()
+        story.latency_arrives()
+        story.show_node(plane.node_names[1])
+        story.summary()
+        out(f"\n(the demo took {time.monotonic() - started:.0f} s)")
+    except BaseException:
+        print(f"\nthe demo failed; logs are in {workdir}", file=sys.stderr)
+        keep = False
+        raise
     finally:
-        if args.keep:
-            print(
-                f"\nleft running; KUBECONFIG={plane.kubeconfig}; stop with: "
-                f"hack/cluster down --dir {args.dir / 'cluster'} (and kill the daemons)"
-            )
+        if keep:
+            stack.record(workdir / "stack.json")
+            say("left running; to explore it:")
+            out(f"export KUBECONFIG={plane.kubeconfig}")
+            out(f"alias kubectl={plane.binaries('kubectl')}")
+            out("kubectl get gpunodes; kubectl get pods -o wide")
+            first = next(iter(stack.daemons.values()), None)
+            if first is not None:
+                out(f".venv/bin/mipart-smi --socket {first.socket}")
+            out(".venv/bin/mipart-queue")
+            out("hack/demo down        # stops all of it")
         else:
             stack.stop(api)
             plane.stop()
     return 0
 
 
-def run(plane: ControlPlane, api: Any, stack: Stack) -> None:
-    say("a mipart daemon per node over 8 emulated MI300X, as service account mipart-daemon")
-    for name, layout in zip(plane.node_names, LAYOUTS, strict=True):
-        stack.start_daemon(name, layout)
-    stack.wait_published(api)
-    show(plane, "get", "gpunodes")
-    say("the admission webhook and the extender (service account mipart-scheduler)")
-    stack.start_webhook(api)
-    stack.start_extender()
-    say("sample vLLM workloads from manifests/examples/")
-    show(
-        plane,
-        "apply",
-        "-f",
-        str(EXAMPLES / "vllm-pods.yaml"),
-        "-f",
-        str(EXAMPLES / "mistral-deployment.yaml"),
-    )
-    core = kube.core(api)
-
-    def settled() -> bool:
-        pods = core.list_namespaced_pod("default").items
-        return len(pods) >= 10 and all(p.spec.node_name for p in pods)
-
-    wait_until("the sample pods to be placed", settled, timeout=120)
-    time.sleep(2)
-    say("where each pod went, and on which partitions (the mipart.io/allocation annotation)")
-    for pod in sorted(core.list_namespaced_pod("default").items, key=lambda p: p.metadata.name):
-        allocation = json.loads((pod.metadata.annotations or {}).get(ALLOCATION, "{}"))
-        print(
-            f"  {pod.metadata.name:<26} {pod.spec.node_name or '-':<10} "
-            f"{','.join(allocation.get('partitions', [])):<28} "
-            f"{allocation.get('memoryBytes', 0) / 2**30:6.1f} GiB/partition  "
-            f"{pod.status.phase}"
-        )
-    show(plane, "get", "gpunodes")
-    first = next(iter(stack.daemons.values()))
-    say(f"mipart-smi on {plane.node_names[0]}")
-    print(first.smi_ok())
-    say("13 more Llama-70B pods, each wanting a whole idle SPX GPU: 12 exist, some in use")
-    big = yaml.safe_load((EXAMPLES / "vllm-pods.yaml").read_text().split("---")[2])
-    for i in range(13):
-        big["metadata"]["name"] = f"llama-70b-{i}"
-        big["metadata"]["annotations"] = {
-            MODEL: "meta-llama/Llama-3.1-70B-Instruct",
-            SHARING: "exclusive",
-        }
-        core.create_namespaced_pod("default", big)
-
-    def waiting_events() -> bool:
-        names = plane.kubectl(
-            "get", "events", "--field-selector", "reason=NoPartitionFits", "-o", "name"
-        ).stdout.split()
-        return len(names) >= 2
-
-    wait_until("the waiting pods' Events", waiting_events, timeout=60)
-    show(plane, "get", "pods", "--field-selector", "status.phase=Pending")
-    show(
-        plane,
-        "get",
-        "events",
-        "--field-selector",
-        "reason=NoPartitionFits",
-        "-o",
-        "custom-columns=POD:.involvedObject.name,WHY:.message",
-    )
-
-
-def show(plane: ControlPlane, *args: str) -> None:
-    print(f"$ kubectl {' '.join(args)}", flush=True)
-    result = plane.kubectl(*args, check=False)
-    sys.stdout.write(result.stdout or result.stderr)
+def down(workdir: Path, *, quiet: bool = False) -> int:
+    """Stop the daemons and components a --keep run recorded, then its control plane."""
+    stopped = stop_recorded(workdir / "stack.json")
+    plane = ControlPlane.load(workdir / "cluster")
+    if plane is not None:
+        plane.stop()
+        stopped.append("the control plane")
+    if not quiet:
+        print(f"stopped: {', '.join(stopped)}" if stopped else "nothing was running")
+    return 0
 
 
 if __name__ == "__main__":

@@ -27,6 +27,10 @@ def core(api: Any) -> Any:
     return client.CoreV1Api(api)
 
 
+def apps(api: Any) -> Any:
+    return client.AppsV1Api(api)
+
+
 def custom_objects(api: Any) -> Any:
     return client.CustomObjectsApi(api)
 

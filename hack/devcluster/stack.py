@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import json
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -43,9 +44,11 @@ def mipart_extender_argv(plane: ControlPlane, kubeconfig: Path) -> list[str]:
     ]
 
 
-def start_extender_process(plane: ControlPlane, name: str, argv: list[str], log: Path) -> Process:
+def start_extender_process(
+    plane: ControlPlane, name: str, argv: list[str], log: Path, *, detach: bool = False
+) -> Process:
     """Start an extender (argv) and wait until it answers /readyz on the extender port."""
-    extender = Process.start(name, argv, log, detach=False)
+    extender = Process.start(name, argv, log, detach=detach)
     wait_until(
         f"{name} to serve",
         lambda: http_ok(f"http://127.0.0.1:{plane.extender_port}/readyz"),
@@ -65,6 +68,8 @@ class Stack:
     webhook: Process | None = None
     controller: Process | None = None
     controller_metrics: str = ""
+    # The components outlive this process (hack/demo --keep); record() says where they are.
+    detach: bool = False
 
     # -- daemons --------------------------------------------------------------------------
 
@@ -124,7 +129,7 @@ class Stack:
                 "json",
             ],
             self.workdir / "webhook.log",
-            detach=False,
+            detach=self.detach,
         )
         ca = base64.b64encode(self.plane.ca_cert.read_bytes()).decode()
         admission = kube.admission_registration(api)
@@ -155,6 +160,7 @@ class Stack:
             "mipart-extender",
             mipart_extender_argv(self.plane, token),
             self.workdir / "extender.log",
+            detach=self.detach,
         )
         return self.extender
 
@@ -180,7 +186,7 @@ class Stack:
                 *args,
             ],
             self.workdir / "controller.log",
-            detach=False,
+            detach=self.detach,
         )
         self.controller_metrics = f"http://127.0.0.1:{port}/metrics"
         wait_until(
@@ -208,12 +214,43 @@ class Stack:
             with contextlib.suppress(Exception):
                 objects.delete_cluster_custom_object(*kube.GPUNODES, name)
 
+    def processes(self) -> list[Process]:
+        """Every process this stack started that still runs: the components and the daemons."""
+        started = [p for p in (self.controller, self.extender, self.webhook) if p is not None]
+        for name, node in self.daemons.items():
+            if node.process is not None:
+                started.append(
+                    Process(
+                        f"daemon {name}", node.process.pid, node.tmp / "daemon.log", sys.executable
+                    )
+                )
+        return [p for p in started if p.alive()]
+
+    def record(self, path: Path) -> None:
+        """Write down the running processes, for stop_recorded() from another process."""
+        path.write_text(json.dumps([asdict(p) for p in self.processes()], indent=1))
+
     def logs(self) -> Iterator[tuple[str, str]]:
         for process in (self.controller, self.extender, self.webhook):
             if process is not None:
                 yield process.name, process.tail(60)
         for name, node in self.daemons.items():
             yield f"daemon {name}", node.log()[-3000:]
+
+
+def stop_recorded(path: Path) -> list[str]:
+    """Stop the processes record() wrote down (each only while its pid still runs the same
+    executable); the names of those that were still running."""
+    if not path.exists():
+        return []
+    stopped = []
+    for entry in json.loads(path.read_text()):
+        process = Process(entry["name"], entry["pid"], Path(entry["log"]), entry["executable"])
+        if process.alive():
+            process.stop()
+            stopped.append(process.name)
+    path.unlink()
+    return stopped
 
 
 def _webhook_answers(api: Any) -> bool:

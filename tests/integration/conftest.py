@@ -64,6 +64,8 @@ def namespace(api: Any) -> Generator[str, None, None]:
     yield name
     # Pods hold partitions (their allocations) until they are gone, and the next test may use
     # the same nodes: delete them now and wait, then leave the rest to the namespace controller.
+    # Deployments first, or their ReplicaSets would make the pods again.
+    kube.apps(api).delete_collection_namespaced_deployment(name, propagation_policy="Background")
     core.delete_collection_namespaced_pod(name, grace_period_seconds=0)
     wait_until(
         f"the pods of {name} to be gone",
