@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
 import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -14,6 +13,7 @@ import grpc
 
 from mipart.api.v1 import node_pb2 as pb
 from mipart.api.v1.node_pb2_grpc import NodeServiceStub
+from mipart.runtime.terminal import program_name, run_quietly
 from mipart.smi.client import DEFAULT_SOCKET, Endpoint, stub
 from mipart.smi.render import (
     EVENT_CSV,
@@ -29,10 +29,6 @@ from mipart.smi.render import (
 )
 from mipart.smi.select import HELP as GPU_HELP
 from mipart.smi.select import GpuSelection, UnknownGpu, gpu_selection
-
-# What a tool killed by SIGPIPE exits with (128 + 13): the reader went away before the end,
-# as with `mipart-smi | head -1`. Python ignores SIGPIPE, so it is caught as BrokenPipeError.
-EXIT_BROKEN_PIPE = 141
 
 EPILOG = """examples:
   mipart-smi                                  GPUs, then one row per partition and pod on it
@@ -109,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     raw = argparse.RawDescriptionHelpFormatter
     p = argparse.ArgumentParser(
-        prog="mipart-smi",
+        prog=program_name(sys.argv[0], "mipart-smi"),
         description="Show and change the MI300X partitions of one node, through its mipart daemon.",
         epilog=EPILOG,
         formatter_class=raw,
@@ -220,18 +216,7 @@ class Output:
 
 
 def main(argv: list[str] | None = None) -> int:
-    try:
-        try:
-            return _main(argv)
-        finally:
-            sys.stdout.flush()  # here, so that a closed pipe is caught below, not at exit
-    except BrokenPipeError:
-        # The reader is gone (`| head -1`): stop quietly, as tools do, and point stdout at
-        # /dev/null so that the interpreter's last flush does not complain either.
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        os.close(devnull)
-        return EXIT_BROKEN_PIPE
+    return run_quietly(lambda: _main(argv))
 
 
 def _main(argv: list[str] | None) -> int:

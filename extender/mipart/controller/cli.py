@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import sys
 import time
@@ -31,12 +30,12 @@ from mipart.geometry import Rounding, format_bytes
 from mipart.kube.api import KubeApi, KubeError
 from mipart.kube.kubeconfig import CredentialsError
 from mipart.queue import order
+from mipart.runtime.terminal import program_name, run_quietly
 
 NAME = "mipart-queue"
 DEFAULT_SCHEDULER = "mipart-scheduler"
 # The exit status of a command whose reader went away (128 + SIGPIPE), as the shell reports
 # kubectl's or cat's in `... | head`.
-BROKEN_PIPE = 141
 # What the controller's Queued note starts with ("batch queue, position 12 of 300: "): the
 # position it had then, long stale; the table says the class and today's position.
 _QUEUED_PREFIX = re.compile(r"^(latency|standard|batch) queue(, position \d+ of \d+)?: ")
@@ -58,15 +57,6 @@ credentials, 141 the reader went away (| head)
 Row = dict[str, Any]
 # Pods, and Events (None: none could be read).
 Objects = tuple[list[dict[str, Any]], list[dict[str, Any]] | None]
-
-
-def program_name(argv0: str) -> str:
-    """``kubectl mipart queue`` when kubectl runs this as its plugin ``kubectl-mipart-queue``
-    (kubectl runs ``kubectl-a-b`` for ``kubectl a b``), else ``mipart-queue``."""
-    name = Path(argv0).name
-    if name.startswith("kubectl-"):
-        return " ".join(["kubectl", *name.removeprefix("kubectl-").split("-")])
-    return NAME
 
 
 def build_parser(prog: str = NAME) -> argparse.ArgumentParser:
@@ -96,7 +86,7 @@ def build_parser(prog: str = NAME) -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    prog = program_name(sys.argv[0])
+    prog = program_name(sys.argv[0], NAME)
     parser = build_parser(prog)
     args = parser.parse_args(argv)
     if args.watch and args.json:
@@ -105,7 +95,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--interval must be above 0")
     if args.watch and args.from_file == "-":
         parser.error("--watch cannot read stdin again")
-    return exit_quietly_on_broken_pipe(lambda: _run(args, prog, sys.stdout))
+    return run_quietly(lambda: _run(args, prog, sys.stdout))
 
 
 def _run(args: argparse.Namespace, prog: str, out: TextIO) -> int:
@@ -145,23 +135,6 @@ def _run(args: argparse.Namespace, prog: str, out: TextIO) -> int:
             return 0
         first = False
         time.sleep(args.interval)
-
-
-def exit_quietly_on_broken_pipe(body: Callable[[], int]) -> int:
-    """Run ``body``; when its reader goes away (``| head``), stop without a traceback and
-    without the interpreter's own complaint when it flushes stdout at exit."""
-    try:
-        status = body()
-        sys.stdout.flush()
-    except BrokenPipeError:
-        # Whatever is still buffered would fail again at exit: send it nowhere.
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        os.close(devnull)
-        return BROKEN_PIPE
-    except KeyboardInterrupt:  # the way out of --watch
-        return 130
-    return status
 
 
 def fetch(api: KubeApi, namespace: str | None, scheduler_name: str, prog: str = NAME) -> Objects:

@@ -21,13 +21,13 @@ from mipart.controller.cli import (
     fetch,
     format_wait,
     latest_reasons,
-    program_name,
     queue_rows,
     read_objects,
     render_json,
     render_table,
 )
 from mipart.kube.api import KubeApi, KubeError
+from mipart.runtime.terminal import EXIT_BROKEN_PIPE, program_name
 
 NOW = 1_700_000_000.0  # 2023-11-14T22:13:20Z
 
@@ -267,7 +267,7 @@ def test_read_objects_splits_a_kubectl_list(tmp_path: Path) -> None:
     ],
 )
 def test_program_name_follows_how_it_was_run(argv0: str, prog: str) -> None:
-    assert program_name(argv0) == prog
+    assert program_name(argv0, cli.NAME) == prog
 
 
 def test_help_under_kubectl_says_kubectl_mipart_queue(
@@ -332,7 +332,7 @@ def test_piping_into_head_prints_no_traceback(tmp_path: Path) -> None:
         writer.stderr.close()
         status = writer.wait(timeout=60)
         assert errors == ""
-        assert status == cli.BROKEN_PIPE
+        assert status == EXIT_BROKEN_PIPE
         assert len(head.stdout.decode().splitlines()) == 1
 
 
