@@ -16,13 +16,9 @@ from mipart.contract.annotations import ALLOCATION, MODEL
 from mipart.contract.environment import AllocationError, ContainerAllocation
 from mipart.geometry import (
     ComputeMode,
-    GpuInventory,
-    MemoryMode,
-    NodeInventory,
-    PartitionInventory,
-    partitions_of,
 )
 from mipart.placement import Allocation, Sharing
+from tests.support.inventories import gpu, node
 
 partition_ids = st.lists(
     st.from_regex(r"gpu[0-7]-(spx|dpx|qpx|cpx)-[0-7]", fullmatch=True),
@@ -110,32 +106,8 @@ def test_bad_container_variables_name_the_variable(variable: str, value: str, na
 def test_the_device_plugins_cdi_spec_is_what_the_launcher_reads() -> None:
     """The writer (the daemon's CDI spec) and the reader (mipart-vllm) through the real
     spec builder, not through the contract alone."""
-    parts = tuple(
-        PartitionInventory(
-            geometry=g,
-            bdf=f"0000:0{i}:00.0",
-            uuid=f"uuid-{i}",
-            render_minor=128 + i,
-            memory_used_bytes=0,
-            activity_percent=None,
-            processes=(),
-        )
-        for i, g in enumerate(partitions_of(0, ComputeMode.CPX, MemoryMode.NPS1))
-    )
-    gpu = GpuInventory(
-        index=0,
-        bdf="0000:00:00.0",
-        uuid="uuid-gpu0",
-        market_name="AMD Instinct MI300X",
-        compute_mode=ComputeMode.CPX,
-        memory_mode=MemoryMode.NPS1,
-        partitions=parts,
-        temperature_c=None,
-        power_w=None,
-    )
-    inventory = NodeInventory(
-        memory_mode=MemoryMode.NPS1, memory_caps=frozenset({MemoryMode.NPS1}), gpus=(gpu,)
-    )
+    inventory = node(gpu(0, ComputeMode.CPX))
+    parts = inventory.gpus[0].partitions
     bound = Allocation("ns/p", "u", "n", ("gpu0-cpx-0", "gpu0-cpx-1"), 20 * 2**30, Sharing.SHARED)
     body = cdi.spec("slot-3", bound, inventory, launcher_socket=None)
     env = dict(line.split("=", 1) for line in body["devices"][0]["containerEdits"]["env"])

@@ -12,17 +12,10 @@ from mipart.agent.partitions.manager import NodeStatus, PartitionManager
 from mipart.agent.server.convert import PodsOnNode, node_message
 from mipart.agent.server.service import NodeService
 from mipart.api.v1 import node_pb2 as pb
-from mipart.geometry import (
-    ComputeMode,
-    GpuInventory,
-    GpuProcess,
-    MemoryMode,
-    NodeInventory,
-    PartitionInventory,
-    partitions_of,
-)
+from mipart.geometry import ComputeMode, GpuProcess, NodeInventory
 from mipart.placement import Allocation, Sharing
 from mipart.smi.render import NODE_CSV, node_csv_rows, render_node, to_dict
+from tests.support.inventories import gpu, node
 
 GIB = 2**30
 CHAT_A = Allocation("ml/chat-a", "uid-a", "n1", ("gpu0-cpx-1",), 10 * GIB, Sharing.SHARED)
@@ -35,32 +28,7 @@ BIG = Allocation(
 def inventory() -> NodeInventory:
     """GPU 0 in CPX with a process of chat-a on gpu0-cpx-1; GPU 1 in SPX."""
     vllm = GpuProcess(4242, "vllm", 9 * GIB, "gpu0-cpx-1")
-    parts = tuple(
-        PartitionInventory(
-            geometry=g,
-            bdf=f"0000:05:00.{i}",
-            uuid=f"uuid-0-{i}",
-            render_minor=128 + i,
-            memory_used_bytes=9 * GIB if g.id == "gpu0-cpx-1" else 0,
-            activity_percent=None,
-            processes=(vllm,) if g.id == "gpu0-cpx-1" else (),
-        )
-        for i, g in enumerate(partitions_of(0, ComputeMode.CPX, MemoryMode.NPS1))
-    )
-    (spx,) = partitions_of(1, ComputeMode.SPX, MemoryMode.NPS1)
-    gpus = (
-        GpuInventory(
-            0, "0000:05:00.0", "uuid-0", "AMD Instinct MI300X", ComputeMode.CPX,
-            MemoryMode.NPS1, parts, None, None,
-        ),
-        GpuInventory(
-            1, "0000:26:00.0", "uuid-1", "AMD Instinct MI300X", ComputeMode.SPX,
-            MemoryMode.NPS1,
-            (PartitionInventory(spx, "0000:26:00.0", "uuid-1", 136, 0, None, ()),),
-            None, None,
-        ),
-    )  # fmt: skip
-    return NodeInventory(MemoryMode.NPS1, frozenset({MemoryMode.NPS1}), gpus)
+    return node(gpu(0, ComputeMode.CPX, vllm), gpu(1, ComputeMode.SPX))
 
 
 def with_usage() -> PodsOnNode:
