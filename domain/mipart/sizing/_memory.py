@@ -53,8 +53,10 @@ KV_BLOCK_TOKENS = 16
 # Non-torch memory that grows during start-up (attention workspaces, allocator): 1.79 GiB
 # measured for Llama-3-8B TP1 (docs/facts-vllm.md#measured-overheads, vLLM PR #10511).
 NON_TORCH_BYTES = 1843 * 2**20
-# HIP/CUDA-graph memory, inside the budget since vLLM 0.20: 0.32-0.48 GiB for 8B
-# (docs/facts-vllm.md#graph-memory).
+# HIP/CUDA-graph memory: 0.32-0.48 GiB for 8B, counted in the overhead. vLLM 0.20+ takes
+# its estimate from the KV budget on CUDA, but 0.21 skips it on ROCm and captures the graphs
+# after sizing the KV cache, so on MI300X they land beyond the budget
+# (docs/facts-vllm.md#graph-memory, docs/launcher.md#limits).
 GRAPH_BYTES = GIB // 2
 # RCCL/NCCL buffers per rank when TP > 1: non-torch went from 1.79 to 3.58 GiB at TP2
 # (docs/facts-vllm.md#measured-overheads).
