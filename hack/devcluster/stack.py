@@ -228,7 +228,7 @@ class Stack:
 
     def record(self, path: Path) -> None:
         """Write down the running processes, for stop_recorded() from another process."""
-        path.write_text(json.dumps([asdict(p) for p in self.processes()], indent=1))
+        path.write_text(json.dumps([asdict(p) for p in self.processes()], indent=1, default=str))
 
     def logs(self) -> Iterator[tuple[str, str]]:
         for process in (self.controller, self.extender, self.webhook):

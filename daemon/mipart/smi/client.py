@@ -22,7 +22,7 @@ class Endpoint:
 
     def channel(self) -> grpc.Channel:
         if self.address is None:
-            return grpc.insecure_channel(f"unix://{self.socket or DEFAULT_SOCKET}")
+            return grpc.insecure_channel(self._unix_target())
         if not (self.tls_cert and self.tls_key and self.tls_ca):
             raise ValueError(
                 f"--address {self.address}: TCP needs mutual TLS; give --tls-cert, --tls-key "
@@ -36,7 +36,11 @@ class Endpoint:
         return grpc.secure_channel(self.address, credentials)
 
     def describe(self) -> str:
-        return self.address or f"unix://{self.socket or DEFAULT_SOCKET}"
+        return self.address or self._unix_target()
+
+    def _unix_target(self) -> str:
+        # gRPC reads unix://a/b as authority "a"; an absolute path is always unambiguous.
+        return f"unix://{Path(self.socket or DEFAULT_SOCKET).absolute()}"
 
 
 def stub(channel: grpc.Channel) -> node_pb2_grpc.NodeServiceStub:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import pytest
 
 from mipart.api.v1 import node_pb2 as pb
+from mipart.smi.client import Endpoint
 from mipart.smi.select import UnknownGpu, gpu_selection
 
 GPUS = [
@@ -66,3 +68,8 @@ def test_a_partitions_bdf_is_named_as_such() -> None:
 def test_bad_syntax_is_a_usage_error(text: str) -> None:
     with pytest.raises(argparse.ArgumentTypeError):
         gpu_selection(text)
+
+
+def test_a_relative_socket_path_is_made_absolute_for_grpc() -> None:
+    target = Endpoint(socket="run/node.sock").describe()
+    assert target == f"unix://{Path.cwd() / 'run' / 'node.sock'}"
