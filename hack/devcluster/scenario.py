@@ -31,7 +31,7 @@ from mipart.cluster.annotations import parse_request
 from mipart.cluster.capacity import capacity_of
 from mipart.contract.allocation import decode
 from mipart.contract.annotations import ALLOCATION, QOS
-from mipart.contract.resources import GPUNODE_GROUP, GPUNODE_PLURAL, GPUNODE_VERSION, QUEUE_GATE
+from mipart.contract.resources import QUEUE_GATE
 from mipart.geometry import GPU_MEMORY_BYTES, Rounding, format_bytes
 from mipart.placement import Allocation, ClusterView
 
@@ -90,7 +90,6 @@ class Story:
     stack: Stack
     namespace: str
     narrator: Narrator = field(default_factory=Narrator)
-    submitted: list[dict[str, Any]] = field(default_factory=list)  # in creation order
     repartitions: int = 0
     preempted: list[str] = field(default_factory=list)
 
@@ -173,20 +172,21 @@ class Story:
         self.narrator.out(daemon.smi_ok())
 
     def summary(self) -> list[str]:
-        snap = self.snapshot()
+        submitted = self.pods()
+        snap = self.snapshot(submitted)
         gpus = len(self.stack.daemons) * 8
         mipart_bytes = sum(p.total_bytes for p in snap.placed.values())
-        whole_pods, whole_bytes = whole_gpu_allocation(self.submitted, gpus)
+        whole_pods, whole_bytes = whole_gpu_allocation(submitted, gpus)
         waits = sorted(p.waited_s for p in snap.placed.values())
         latency = [p.waited_s for p in snap.placed.values() if p.qos == "latency"]
         lines = [
             f"GPUs: {gpus} MI300X on {len(self.stack.daemons)} nodes "
             f"({format_bytes(gpus * GPU_MEMORY_BYTES)} of HBM)",
-            f"mipart:    {len(snap.placed)} of {len(self.submitted)} pods placed, "
+            f"mipart:    {len(snap.placed)} of {len(submitted)} pods placed, "
             f"{format_bytes(mipart_bytes, Rounding.DOWN)} of GPU memory allocated, "
             f"{self.repartitions} re-partitions, {len(self.preempted)} preemption(s); "
             f"{len(snap.queued) + len(snap.pending)} still waiting",
-            f"whole GPU: {whole_pods} of {len(self.submitted)} pods (one per GPU, no "
+            f"whole GPU: {whole_pods} of {len(submitted)} pods (one per GPU, no "
             f"partitioning), {format_bytes(whole_bytes, Rounding.DOWN)} of GPU memory",
             f"submit to bound: median {statistics.median(waits):.0f} s, max {max(waits):.0f} s"
             + (f"; latency pods {max(latency):.0f} s" if latency else ""),
@@ -198,14 +198,10 @@ class Story:
 
     # -- reading the cluster --------------------------------------------------------------
 
-    def snapshot(self) -> Snapshot:
+    def snapshot(self, pods: list[dict[str, Any]] | None = None) -> Snapshot:
         snap = Snapshot()
-        self.submitted = []
-        for pod in self.pods():
+        for pod in self.pods() if pods is None else pods:
             meta = pod["metadata"]
-            if meta.get("deletionTimestamp"):
-                continue
-            self.submitted.append(pod)
             name = meta["name"]
             gates = [g.get("name") for g in pod["spec"].get("schedulingGates") or []]
             text = (meta.get("annotations") or {}).get(ALLOCATION)
@@ -228,9 +224,9 @@ class Story:
     def pods(self) -> list[dict[str, Any]]:
         listing = kube.core(self.api).list_namespaced_pod(self.namespace, _preload_content=False)
         items: list[dict[str, Any]] = json.loads(listing.data)["items"]
-        return sorted(
-            items, key=lambda p: (p["metadata"]["creationTimestamp"], p["metadata"]["name"])
-        )
+        # A pod being deleted holds nothing for long: no longer part of the story.
+        live = [p for p in items if not p["metadata"].get("deletionTimestamp")]
+        return sorted(live, key=_creation_order)
 
     def repartition_events(self) -> list[dict[str, Any]]:
         listing = kube.events(self.api).list_namespaced_event(
@@ -245,15 +241,8 @@ class Story:
 
     def unplaceable(self) -> list[str]:
         """Waiting pods that the cluster, as it is now, could hold: none, once settled."""
-        gpunodes = kube.custom_objects(self.api).list_cluster_custom_object(
-            GPUNODE_GROUP, GPUNODE_VERSION, GPUNODE_PLURAL
-        )["items"]
         now = datetime.now(UTC)
-        capacities = [
-            capacity_of(g, now=now, stale_after_s=60)
-            for g in gpunodes
-            if g["metadata"]["name"] in self.stack.daemons
-        ]
+        capacities = [capacity_of(g, now=now, stale_after_s=60) for g in self.gpunodes()]
         allocations: list[Allocation] = []
         for pod in kube_pods_everywhere(self.api):
             text = (pod["metadata"].get("annotations") or {}).get(ALLOCATION)
@@ -261,9 +250,10 @@ class Story:
                 meta = pod["metadata"]
                 allocations.append(decode(text, pod=meta["name"], pod_uid=meta["uid"]))
         view = ClusterView(capacities, allocations)
-        snap = self.snapshot()
+        pods = self.pods()
+        snap = self.snapshot(pods)
         fits = []
-        for pod in self.pods():
+        for pod in pods:
             if pod["metadata"]["name"] in snap.queued + snap.pending:
                 request = parse_request(pod["metadata"].get("annotations") or {})
                 if view.evaluate(request).feasible:
@@ -279,28 +269,33 @@ class Story:
         def settled() -> bool:
             nonlocal last, since
             snap = self.snapshot()
-            now = (tuple(sorted(snap.placed)), tuple(snap.queued), self._layouts())
+            layouts = self._layouts()
+            now = (tuple(sorted(snap.placed)), tuple(snap.queued), layouts)
             if now != last:
                 last, since = now, time.monotonic()
                 return False
-            return time.monotonic() - since >= quiet_s and self._layouts_reached()
+            reached = all(done for _, _, done in layouts)
+            return time.monotonic() - since >= quiet_s and reached
 
         wait_until(what, settled, timeout=timeout, interval=1.0)
 
-    def _layouts(self) -> tuple[tuple[str, tuple[str, ...]], ...]:
-        return tuple(
-            (name, tuple(g["compute_partition"] for g in d.show()["gpus"]))
-            for name, d in sorted(self.stack.daemons.items())
-        )
+    def gpunodes(self) -> list[dict[str, Any]]:
+        """The GPUNodes of this story's daemons (the test's cluster may hold others)."""
+        items = kube.custom_objects(self.api).list_cluster_custom_object(*kube.GPUNODES)["items"]
+        return [g for g in items if g["metadata"]["name"] in self.stack.daemons]
 
-    def _layouts_reached(self) -> bool:
-        for name, daemon in self.stack.daemons.items():
-            spec = kube.gpunode(self.api, name).get("spec") or {}
-            want = {g["index"]: g["computePartition"] for g in spec.get("gpus") or []}
-            have = {g["index"]: g["compute_partition"] for g in daemon.show()["gpus"]}
-            if any(have.get(i) != mode for i, mode in want.items()):
-                return False
-        return True
+    def _layouts(self) -> tuple[tuple[str, tuple[str, ...], bool], ...]:
+        """Per node, the compute modes its daemon published and whether they are the ones its
+        spec asks for: one list call, the view the controller has too."""
+        layouts = []
+        for gpunode in sorted(self.gpunodes(), key=lambda g: str(g["metadata"]["name"])):
+            status = (gpunode.get("status") or {}).get("gpus") or []
+            have = {g["index"]: g["computePartition"] for g in status}
+            want = (gpunode.get("spec") or {}).get("gpus") or []
+            reached = all(have.get(g["index"]) == g["computePartition"] for g in want)
+            modes = tuple(mode for _, mode in sorted(have.items()))
+            layouts.append((str(gpunode["metadata"]["name"]), modes, reached))
+        return tuple(layouts)
 
     # -- what a user types ------------------------------------------------------------------
 
