@@ -18,7 +18,7 @@ from hack.devcluster import kube
 from hack.devcluster.controlplane import ControlPlane
 from hack.devcluster.procs import wait_until
 from hack.devcluster.stack import Stack
-from mipart.placement import INSTANCE_OVERHEAD_BYTES
+from mipart.placement import instance_footprint
 
 pytestmark = pytest.mark.integration
 GI = 2**30
@@ -66,8 +66,8 @@ def check_no_overcommit(api: Any, placed: list[dict[str, Any]]) -> None:
         assert allocation["node"] == pod["spec"]["nodeName"]
         for pid in allocation["partitions"]:
             key = (allocation["node"], pid)
-            exclusive = allocation["sharing"] == "exclusive"
-            used[key] += allocation["memoryBytes"] + (0 if exclusive else INSTANCE_OVERHEAD_BYTES)
+            # Every instance, exclusive or shared, holds its limit and the reserve beside it.
+            used[key] += instance_footprint(allocation["memoryBytes"])
             holders[key].append(allocation["sharing"])
     for key, total in used.items():
         assert total <= capacity[key], f"{key} over-committed: {total} > {capacity[key]}"

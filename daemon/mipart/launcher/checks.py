@@ -1,5 +1,6 @@
-"""What mipart-vllm checks before it starts vLLM, beyond the fit: that the container holds the
-partitions its pod was bound to, and serves the model its memory was sized for."""
+"""What mipart-vllm checks before it starts vLLM: that the container holds the partitions its
+pod was bound to, that its memory limit fits those partitions by the placement engine's rule,
+and that it serves the model its memory was sized for."""
 
 from __future__ import annotations
 
@@ -9,12 +10,51 @@ from mipart.contract import environment
 from mipart.contract.allocation import decode
 from mipart.contract.annotations import ALLOCATION, MODEL
 from mipart.contract.environment import AllocationError, ContainerAllocation
-from mipart.geometry import format_bytes
+from mipart.geometry import Rounding, format_bytes
+from mipart.placement import instance_budget
 from mipart.sizing import ModelSpec, UnknownModel, lookup, same_architecture
 
 
 class ModelMismatch(ValueError):
     """The model served is not the one the pod's memory was sized for."""
+
+
+class LimitAboveBudget(ValueError):
+    """The allocation's memory limit is more than one instance may have on its partitions."""
+
+    def __init__(self, message: str, limit_bytes: int, budget_bytes: int) -> None:
+        super().__init__(message)
+        self.limit_bytes = limit_bytes
+        self.budget_bytes = budget_bytes
+
+
+def check_fit(given: ContainerAllocation) -> None:
+    """The memory limit fits each partition by the one usable-memory rule: at most
+    ``mipart.placement.instance_budget`` of the partition's memory, the most the placement
+    engine gives one instance, exclusive or shared. The rest stays outside vLLM's
+    ``--gpu-memory-utilization`` budget for what every instance allocates before vLLM's
+    memory snapshot: the HIP context, RCCL communicators, hipBLASLt handles
+    (docs/facts-vllm.md#memory-outside-the-budget).
+
+    A limit above it means placement broke the rule; the launcher refuses, naming both
+    numbers, rather than cap vLLM's budget below the limit the pod was placed with. Raises
+    LimitAboveBudget.
+    """
+    limit, partition = given.memory_limit_bytes, given.partition_memory_bytes
+    budget = instance_budget(partition)
+    if limit <= budget:
+        return
+    outside = partition - budget
+    raise LimitAboveBudget(
+        f"the memory limit is {format_bytes(limit, Rounding.UP)} ({limit} B) per partition, "
+        f"but one vLLM instance may have at most {format_bytes(max(budget, 0), Rounding.DOWN)} "
+        f"({max(budget, 0)} B) of a {format_bytes(partition, Rounding.DOWN)} partition: "
+        f"{format_bytes(outside)} stays outside vLLM's budget for the HIP context, RCCL and "
+        "hipBLASLt (mipart.placement.instance_budget). The placement that gave this limit "
+        "broke that rule; not starting",
+        limit,
+        budget,
+    )
 
 
 def check_allocation(given: ContainerAllocation, env: Mapping[str, str]) -> None:

@@ -1,9 +1,10 @@
 """``mipart-vllm``: the serving container's entry point.
 
-Reads the allocation the device plugin gave the container, sizes vLLM to it (refusing a model
-that cannot fit, with both numbers), takes the node's start-up lock so that instances sharing
-a memory pool start one after the other, and execs ``vllm serve`` with the user's arguments
-plus the sizing flags the user left out.
+Reads the allocation the device plugin gave the container, checks that its limit fits its
+partitions by the placement engine's rule (checks.check_fit), sizes vLLM to it (refusing a
+model that cannot fit, with both numbers), takes the node's start-up lock so that instances
+sharing a memory pool start one after the other, and execs ``vllm serve`` with the user's
+arguments plus the sizing flags the user left out.
 """
 
 from __future__ import annotations
@@ -20,7 +21,13 @@ from mipart.contract import environment
 from mipart.contract.environment import AllocationError, ContainerAllocation, from_environ
 from mipart.geometry import format_bytes, parse_bytes
 from mipart.launcher import model_config, vllm_args
-from mipart.launcher.checks import ModelMismatch, check_allocation, check_model
+from mipart.launcher.checks import (
+    LimitAboveBudget,
+    ModelMismatch,
+    check_allocation,
+    check_fit,
+    check_model,
+)
 from mipart.launcher.startup import LockRequest, exec_in_turn, say
 from mipart.sizing import DoesNotFit, InvalidSizing, ServingPlan, plan_serving
 
@@ -85,6 +92,7 @@ def main(argv: list[str] | None = None, env: Mapping[str, str] | None = None) ->
     try:
         allocation = _allocation(args, environ)
         check_allocation(allocation, environ)
+        check_fit(allocation)
         user = vllm_args.parse(args.vllm)
         vllm_args.check(user, allocation.tensor_parallel)
         model = model_config.find(user.model, args.model_config, environ)
@@ -106,6 +114,7 @@ def main(argv: list[str] | None = None, env: Mapping[str, str] | None = None) ->
         return _fail(f"does not fit: {err}")
     except (
         AllocationError,
+        LimitAboveBudget,
         ModelMismatch,
         vllm_args.ArgumentConflict,
         model_config.ModelNotFound,

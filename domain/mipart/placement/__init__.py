@@ -39,6 +39,8 @@ from mipart.placement._types import (
     QosClass,
     Sharing,
     allocation_for,
+    instance_budget,
+    instance_footprint,
     policy_for,
 )
 
@@ -63,6 +65,8 @@ __all__ = [
     "Sharing",
     "allocation_for",
     "evaluate",
+    "instance_budget",
+    "instance_footprint",
     "policy_for",
     "summarize_rejections",
     "victims_for",

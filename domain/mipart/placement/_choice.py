@@ -56,10 +56,10 @@ def _ladder(state: NodeState, mode: ComputeMode | None, exclusive: bool, policy:
     for part in state.parts:
         if not part.usable or (mode is not None and part.mode is not mode):
             continue
-        if exclusive and part.instances == 0:
-            rungs.append((part.size, part))
-        elif not exclusive and not part.exclusive:
-            rungs.append((part.free_shared, part))
+        # Room is the same rule for both kinds (Part.room, instance_budget); an exclusive pod
+        # needs an idle partition, a shared one any not held exclusively.
+        if (part.instances == 0) if exclusive else not part.exclusive:
+            rungs.append((part.room, part))
     part_key = _part_key(state, policy)
     rungs.sort(key=lambda rung: part_key(rung[1], rung[0]))
     ladder = state.ladders[key] = ([room for room, _ in rungs], [part for _, part in rungs])

@@ -5,9 +5,11 @@ and a 0..10 score, and a reason for every other node, out. The rules, in one pla
 
 - a partition is usable if its node is ready, its GPU not drained, it is healthy, and its
   compute mode is the one asked for (if any);
-- an exclusive pod needs a partition without any allocation, at least as large as its limit;
-- a shared pod needs ``limit + INSTANCE_OVERHEAD_BYTES`` within the partition's memory minus
-  Σ(limit + reserve) of the shared pods already there, and never a partition held exclusively;
+- every instance, exclusive or shared, holds ``instance_footprint(limit)`` (its limit plus
+  the memory outside vLLM's budget), and a new one may have at most
+  ``instance_budget(partition, held)``, ``held`` being what the others there hold;
+- an exclusive pod needs a partition without any allocation (so ``held`` is 0), and a shared
+  pod one that no exclusive pod holds;
 - a tensor-parallel pod needs that many distinct partitions of one compute mode on one node.
 
 ``evaluate`` answers one question from scratch; the package's façade is the public surface,

@@ -1,10 +1,10 @@
 """One node as the placement engine keeps it: partitions, their allocations, and summaries.
 
-The summaries (per compute mode: the eight largest free amounts and the eight largest idle
-partitions, and from them the largest limit k partitions of one mode can give) answer "can
-this request fit here" in O(1) and "why not" in O(compute modes) without looking at a
-partition; they are rebuilt, in O(partitions), only when the node or one of its allocations
-changes. Internal to the placement engine.
+The summaries (per compute mode: the eight largest limits a new instance could get on a
+partition not held exclusively, and on an idle one, by instance_budget; from them the largest
+limit k partitions of one mode can give) answer "can this request fit here" in O(1) and "why
+not" in O(compute modes) without looking at a partition; they are rebuilt, in O(partitions),
+only when the node or one of its allocations changes. Internal to the placement engine.
 """
 
 from __future__ import annotations
@@ -12,25 +12,25 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable
 
-from mipart.geometry import ComputeMode, Rounding, format_bytes
+from mipart.geometry import ComputeMode, Rounding, format_bytes, gpu_of_partition_id
 from mipart.placement import _reasons as reasons
 from mipart.placement._parts import (
     Ladder,
     LadderKey,
     ModeSummary,
     Part,
-    gpu_of_partition_id,
     limits_of,
     request_limit_key,
     summarize,
 )
 from mipart.placement._types import (
-    INSTANCE_OVERHEAD_BYTES,
     Allocation,
     NodeCapacity,
     PartitionRequest,
     PartitionUsage,
     Sharing,
+    instance_budget,
+    instance_footprint,
 )
 
 
@@ -98,10 +98,11 @@ class NodeState:
                 continue
             touched.append((part, part.used_bytes))
             part.instances += sign
+            part.held_bytes += sign * instance_footprint(allocation.memory_bytes)
             if exclusive:
                 part.exclusive += sign
             else:
-                part.shared_bytes += sign * (allocation.memory_bytes + INSTANCE_OVERHEAD_BYTES)
+                part.shared_limits += sign * allocation.memory_bytes
         return touched
 
     # --- summaries -----------------------------------------------------------------------
@@ -167,15 +168,15 @@ class NodeState:
     ) -> str:
         need, k = request.memory_bytes, request.partitions
         exclusive = request.sharing is Sharing.EXCLUSIVE
-        reserve = 0 if exclusive else INSTANCE_OVERHEAD_BYTES
         largest, largest_mode = max((s.size, m) for m, s in considered)
-        if need + reserve > largest:
+        usable = instance_budget(largest)
+        if need > usable:
             return reasons.partitions_too_small(
                 largest=largest,
                 largest_mode=largest_mode,
                 only_mode=len(self.modes) == 1,
                 requested_mode=request.compute_mode is not None,
-                shared_usable=largest - reserve if reserve and need <= largest else None,
+                usable=usable if need <= largest else None,
             )
         tops = [s.idle_top if exclusive else s.free_top for _, s in considered]
         if k > 1:
@@ -188,12 +189,14 @@ class NodeState:
                 mode=request.compute_mode,
                 mixed=sum(fits) >= k,
             )
-        best = max((top[0] for top in tops if top), default=0)
+        best = max((top[0] for top in tops if top), default=None)
         if exclusive:
             return reasons.no_idle_partition(
                 need=need, largest_idle=best, mode=request.compute_mode
             )
-        return reasons.no_free_partition(need=need, largest_free=best, mode=request.compute_mode)
+        return reasons.no_free_partition(
+            need=need, largest_free=best or 0, mode=request.compute_mode
+        )
 
     def conflict(self, allocation: Allocation) -> str | None:
         """Why recording ``allocation`` would break the rules, or None. Used by reserve()."""
@@ -215,12 +218,12 @@ class NodeState:
                 return f"partition {part.id} is already allocated"
             if part.exclusive:
                 return f"partition {part.id} is held exclusively"
-            free = part.size if exclusive else part.free_shared
-            if free < allocation.memory_bytes:
+            room = part.room
+            if room < allocation.memory_bytes:
                 asked = format_bytes(allocation.memory_bytes, Rounding.UP)
-                left = format_bytes(max(free, 0), Rounding.DOWN)
-                kind = "an exclusive" if exclusive else "a shared"
-                return f"partition {part.id}: {asked} asked, {left} free for {kind} pod"
+                left = format_bytes(max(room, 0), Rounding.DOWN)
+                where = "usable on an idle partition" if exclusive else "free for a shared pod"
+                return f"partition {part.id}: {asked} asked, {left} {where}"
         return None
 
     def usage(self) -> tuple[PartitionUsage, ...]:
@@ -233,12 +236,8 @@ class NodeState:
                 usable=p.usable,
                 instances=p.instances,
                 exclusive=p.exclusive > 0,
-                shared_bytes=p.shared_bytes - _reserves(p),
-                free_bytes=max(p.free_shared, 0) if p.usable else 0,
+                shared_bytes=p.shared_limits,
+                free_bytes=max(p.room, 0) if p.usable else 0,
             )
             for p in self.parts
         )
-
-
-def _reserves(part: Part) -> int:
-    return (part.instances - part.exclusive) * INSTANCE_OVERHEAD_BYTES

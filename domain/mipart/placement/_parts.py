@@ -5,19 +5,17 @@ Internal to the placement engine (node_state, choice, preemption).
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 from mipart.geometry import ComputeMode, PartitionGeometry
 from mipart.placement._types import (
-    INSTANCE_OVERHEAD_BYTES,
     TENSOR_PARALLEL_DEGREES,
     PartitionRequest,
     Sharing,
+    instance_budget,
 )
 
 _TOP = max(TENSOR_PARALLEL_DEGREES)
-_GPU_OF_ID = re.compile(r"^gpu(\d+)-")
 
 
 class Part:
@@ -29,11 +27,12 @@ class Part:
         "geometry",
         "gpu",
         "healthy",
+        "held_bytes",
         "id",
         "index",
         "instances",
         "mode",
-        "shared_bytes",
+        "shared_limits",
         "size",
         "usable",
     )
@@ -50,18 +49,21 @@ class Part:
         self.usable = healthy
         self.instances = 0  # allocations of either kind
         self.exclusive = 0  # exclusive allocations (more than one only if the facts say so)
-        self.shared_bytes = 0  # Σ (limit + instance reserve) of the shared allocations
+        self.held_bytes = 0  # Σ instance_footprint of the allocations, exclusive or shared
+        self.shared_limits = 0  # Σ limits of the shared allocations (for usage())
 
     @property
-    def free_shared(self) -> int:
-        """The largest limit a new shared pod could get here (negative: none, or over-committed)."""
+    def room(self) -> int:
+        """The largest limit a new instance could get here: instance_budget of what the
+        allocations hold, so on an idle partition what an exclusive pod may have (negative:
+        none, held exclusively, or over-committed)."""
         if self.exclusive:
             return -1
-        return self.size - self.shared_bytes - INSTANCE_OVERHEAD_BYTES
+        return instance_budget(self.size, self.held_bytes)
 
     @property
     def used_bytes(self) -> int:
-        return self.size if self.exclusive else min(self.size, self.shared_bytes)
+        return self.size if self.exclusive else min(self.size, self.held_bytes)
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,8 +71,8 @@ class ModeSummary:
     """The usable partitions of one compute mode on a node, largest first, at most eight."""
 
     size: int
-    free_top: tuple[int, ...]  # free_shared of partitions not held exclusively
-    idle_top: tuple[int, ...]  # sizes of partitions with no allocation
+    free_top: tuple[int, ...]  # room of partitions not held exclusively
+    idle_top: tuple[int, ...]  # room of partitions with no allocation (instance_budget of size)
 
 
 # Cache keys are strings, not tuples: a string caches its hash, so the per-node lookups in a
@@ -104,14 +106,8 @@ def limits_of(modes: dict[ComputeMode, ModeSummary]) -> dict[LimitKey, int]:
 
 
 def summarize(parts: list[Part]) -> ModeSummary:
-    free = sorted((p.free_shared for p in parts if not p.exclusive), reverse=True)
-    idle = sorted((p.size for p in parts if not p.instances), reverse=True)
+    free = sorted((p.room for p in parts if not p.exclusive), reverse=True)
+    idle = sorted((p.room for p in parts if not p.instances), reverse=True)
     return ModeSummary(
         size=max(p.size for p in parts), free_top=tuple(free[:_TOP]), idle_top=tuple(idle[:_TOP])
     )
-
-
-def gpu_of_partition_id(partition_id: str) -> int | None:
-    """The GPU index in an ID like ``gpu3-cpx-5`` (partitions.partition_id), or None."""
-    match = _GPU_OF_ID.match(partition_id)
-    return int(match.group(1)) if match else None

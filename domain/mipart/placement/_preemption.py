@@ -13,16 +13,17 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from itertools import combinations
 
-from mipart.geometry import ComputeMode
+from mipart.geometry import ComputeMode, gpu_of_partition_id
 from mipart.placement import _reasons as reasons
 from mipart.placement._node_state import NodeState
-from mipart.placement._parts import Part, gpu_of_partition_id
+from mipart.placement._parts import Part
 from mipart.placement._types import (
-    INSTANCE_OVERHEAD_BYTES,
     Allocation,
     NodeCapacity,
     PartitionRequest,
     Sharing,
+    instance_budget,
+    instance_footprint,
 )
 
 
@@ -91,7 +92,6 @@ class _Trial:
         self.need = request.memory_bytes
         self.k = request.partitions
         self.exclusive = request.sharing is Sharing.EXCLUSIVE
-        reserve = 0 if self.exclusive else INSTANCE_OVERHEAD_BYTES
         drained = state.capacity.drained_gpus
         mode = request.compute_mode
         self.by_id = state.by_id
@@ -102,7 +102,7 @@ class _Trial:
             if p.healthy
             and p.gpu not in drained
             and (mode is None or p.mode is mode)
-            and p.size >= self.need + reserve
+            and instance_budget(p.size) >= self.need
         ]
         self.ids = {p.id for p in self.parts}
         self.gpus = {p.gpu for p in self.parts}
@@ -117,7 +117,7 @@ class _Trial:
         return False
 
     def fits(self, removed: Sequence[Allocation]) -> bool:
-        shared: Counter[str] = Counter()
+        held: Counter[str] = Counter()
         instances: Counter[str] = Counter()
         exclusive: Counter[str] = Counter()
         orphans = Counter(self.orphans)
@@ -127,10 +127,9 @@ class _Trial:
                     orphans[gpu_of_partition_id(pid)] -= 1
                     continue
                 instances[pid] += 1
+                held[pid] += instance_footprint(allocation.memory_bytes)
                 if allocation.sharing is Sharing.EXCLUSIVE:
                     exclusive[pid] += 1
-                else:
-                    shared[pid] += allocation.memory_bytes + INSTANCE_OVERHEAD_BYTES
         if orphans[None] > 0:
             return False
         fitting: Counter[ComputeMode] = Counter()
@@ -140,7 +139,7 @@ class _Trial:
             if self.exclusive:
                 ok = p.instances == instances[p.id]
             else:
-                free = p.size - (p.shared_bytes - shared[p.id]) - INSTANCE_OVERHEAD_BYTES
+                free = instance_budget(p.size, p.held_bytes - held[p.id])
                 ok = p.exclusive == exclusive[p.id] and free >= self.need
             if ok:
                 fitting[p.mode] += 1

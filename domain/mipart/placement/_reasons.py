@@ -48,12 +48,13 @@ def partitions_too_small(
     largest_mode: ComputeMode,
     only_mode: bool,
     requested_mode: bool,
-    shared_usable: int | None,
+    usable: int | None,
 ) -> str:
     """No partition could ever hold the pod, even empty: the layout is the problem.
 
-    ``shared_usable`` is set when only the shared-instance reserve is in the way, so the user
-    sees that an exclusive request (or a slightly smaller one) would fit.
+    ``usable`` (instance_budget of the largest partition) is set when only the memory every
+    instance holds outside its budget is in the way, so the user sees that a slightly smaller
+    request would fit, exclusive or shared.
     """
     if requested_mode:
         text = f"{largest_mode} partitions are {_has(largest)}"
@@ -61,8 +62,8 @@ def partitions_too_small(
         text = f"{largest_mode} only: {_has(largest)} partitions"
     else:
         text = f"partitions too small: largest {_has(largest)} ({largest_mode})"
-    if shared_usable is not None:
-        text += f" ({_has(shared_usable)} usable when shared)"
+    if usable is not None:
+        text += f" ({_has(usable)} usable by an instance)"
     return text
 
 
@@ -72,9 +73,11 @@ def no_free_partition(*, need: int, largest_free: int, mode: ComputeMode | None)
 
 
 @lru_cache(maxsize=4096)
-def no_idle_partition(*, need: int, largest_idle: int, mode: ComputeMode | None) -> str:
-    idle = f"largest idle {_has(largest_idle)}" if largest_idle > 0 else "none idle"
-    return f"no idle {_mode(mode)}partition with {_needs(need)} ({idle})"
+def no_idle_partition(*, need: int, largest_idle: int | None, mode: ComputeMode | None) -> str:
+    """``largest_idle``: the most an instance may have on an idle partition (instance_budget
+    of the largest idle one), None when none is idle."""
+    idle = "none idle" if largest_idle is None else f"largest idle: {_has(largest_idle)} usable"
+    return f"no idle {_mode(mode)}partition with {_needs(need)} usable ({idle})"
 
 
 @lru_cache(maxsize=4096)
@@ -88,7 +91,7 @@ def too_few_partitions(
     kind = f"{'idle ' if exclusive else ''}{_mode(mode)}partitions"
     if mixed:
         kind += " of one compute mode"
-    free = "" if exclusive else " free"
+    free = " usable" if exclusive else " free"
     return f"needs {count} {kind} with {_needs(need)}{free} on one node, {fit} fit"
 
 

@@ -21,13 +21,40 @@ from mipart.geometry import (
 
 GIB = 2**30
 
-# Memory every vLLM instance on a *shared* partition holds outside its own limit: the HIP
-# context, RCCL communicators and hipBLASLt handles are allocated before vLLM's initial
-# snapshot, so `--gpu-memory-utilization` does not cover them: a real per-instance footprint
-# is about util x total plus roughly 0.3-2 GiB, and the packing rule reserves "N x ~1 GiB +
-# safety" (docs/facts-vllm.md#memory-outside-the-budget). An exclusive partition needs no
-# reserve from us: the launcher sizes the single instance's budget below the partition's total.
+# Memory every vLLM instance holds on each of its partitions outside its own limit, exclusive
+# or shared: the HIP context, RCCL communicators and hipBLASLt handles are allocated before
+# vLLM's initial memory snapshot, so `--gpu-memory-utilization` does not cover them; a real
+# per-instance footprint is about util x total plus roughly 0.3-2 GiB, and the packing rule
+# reserves "N x ~1 GiB + safety" (docs/facts-vllm.md#memory-outside-the-budget). The rule
+# itself is instance_footprint and instance_budget below: use those, not this constant.
 INSTANCE_OVERHEAD_BYTES = 1 * GIB
+
+
+def instance_footprint(limit_bytes: int) -> int:
+    """What one vLLM instance with memory limit ``limit_bytes`` holds on each of its
+    partitions: the limit, which is vLLM's ``--gpu-memory-utilization`` budget, plus
+    INSTANCE_OVERHEAD_BYTES outside that budget.
+
+    vLLM's budget covers only what it allocates after its initial memory snapshot; the HIP
+    context, the RCCL communicators and the hipBLASLt handles come before it and lie outside
+    (docs/facts-vllm.md#memory-outside-the-budget). That holds for an instance alone on an
+    exclusive partition exactly as for one of several on a shared partition.
+    """
+    return limit_bytes + INSTANCE_OVERHEAD_BYTES
+
+
+def instance_budget(partition_bytes: int, held_bytes: int = 0) -> int:
+    """The largest memory limit a new vLLM instance can get on a partition of
+    ``partition_bytes`` where other instances already hold ``held_bytes`` (the sum of their
+    instance_footprint): what is left, less the new instance's own memory outside its budget.
+
+    The one usable-memory rule, exclusive or shared: the placement engine places a limit only
+    where it is at most this, the webhook refuses one no empty partition allows, mipart-vllm
+    refuses to start with one above it on an empty partition, and sizing turns the limit into
+    ``--gpu-memory-utilization``. Negative when not even a zero limit fits.
+    """
+    return partition_bytes - held_bytes - INSTANCE_OVERHEAD_BYTES
+
 
 # vLLM shards tensor-parallel ranks evenly; MI300X nodes have 8 GPUs and a GPU at most 8
 # partitions, and the degrees that divide every model's attention heads are powers of two.
@@ -170,7 +197,8 @@ class Placement:
     policy: Policy
     compute_mode: ComputeMode
     gpus: tuple[int, ...]
-    # Memory the chosen partitions still have beyond the request (exclusive: what it strands).
+    # What a new instance could still get on the chosen partitions beyond the request
+    # (instance_budget less the limit; exclusive: what the pod strands).
     leftover_bytes: int
 
     @property
@@ -230,7 +258,7 @@ class PartitionUsage:
     exclusive: bool
     # Σ memory limits of the shared allocations (without the per-instance reserve).
     shared_bytes: int
-    # The largest limit a new shared pod could get here now (0 when none).
+    # The largest limit a new shared pod could get here now, instance_budget (0 when none).
     free_bytes: int
 
 

@@ -10,7 +10,8 @@ instance (docs/facts-vllm.md, #kv-cache-sizing and #worked-numbers), per partiti
     overhead  = non-torch + graphs + activations + sampler (+ RCCL buffers when TP > 1)
 
 Everything here lies inside vLLM's ``--gpu-memory-utilization`` budget. The HIP context, which
-lies outside it, is the placement engine's INSTANCE_OVERHEAD_BYTES, not part of this estimate.
+lies outside it, is the placement engine's to count (``mipart.placement.instance_footprint``),
+not part of this estimate.
 The overhead constants are [I] figures from H100 logs in vLLM PRs; re-measure them on MI300X
 (docs/facts-vllm.md#measured-overheads).
 """

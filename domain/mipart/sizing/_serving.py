@@ -2,11 +2,13 @@
 
 vLLM's ``--gpu-memory-utilization`` is a fraction of the memory the device reports, which on a
 partition is the partition's, not the GPU's (docs/facts-vllm.md, #gpu-memory-utilization and
-#partition-memory). The allocation's limit is this instance's share of it; the HIP context
-outside vLLM's budget is what the placement engine reserves as INSTANCE_OVERHEAD_BYTES next to
-every limit. So:
+#partition-memory). The allocation's limit is this instance's share of it, and the placement
+engine gave it only within ``mipart.placement.instance_budget``: every instance, exclusive or
+shared, also holds memory outside vLLM's budget (the HIP context, RCCL, hipBLASLt handles). So:
 
-    utilization = min(limit, partition - INSTANCE_OVERHEAD_BYTES) / partition   (rounded down)
+    utilization = limit / partition   (rounded down; limit <= instance_budget(partition))
+
+A limit above that budget is refused, never capped: it means placement broke the rule.
 
 The instance fits when weights, one sequence of ``max_model_len`` tokens of KV cache (vLLM
 refuses to start otherwise) and the start-up overhead fit that budget. What is left becomes KV
@@ -20,7 +22,7 @@ import math
 from dataclasses import dataclass
 
 from mipart.geometry import Rounding, format_bytes
-from mipart.placement import INSTANCE_OVERHEAD_BYTES
+from mipart.placement import instance_budget
 from mipart.sizing._memory import (
     DEFAULT_BATCHED_TOKENS,
     KV_BLOCK_TOKENS,
@@ -72,12 +74,21 @@ class ServingPlan:
 
 
 def utilization(limit_bytes: int, partition_bytes: int) -> float:
-    if partition_bytes <= INSTANCE_OVERHEAD_BYTES:
-        raise ValueError(f"partition memory {partition_bytes} B leaves no room for an instance")
-    usable = min(limit_bytes, partition_bytes - INSTANCE_OVERHEAD_BYTES)
-    if usable <= 0:
+    """``--gpu-memory-utilization`` for a limit on a partition: limit / partition, rounded down.
+
+    ValueError for a limit that is not positive or above what one instance may have on the
+    partition (``instance_budget``): the memory outside vLLM's budget must stay free, and a
+    limit beyond it is an allocation placement should never have made, not one to shrink.
+    """
+    if limit_bytes <= 0:
         raise ValueError(f"memory limit {limit_bytes} B must be positive")
-    return math.floor(usable * _UTILIZATION_STEPS / partition_bytes) / _UTILIZATION_STEPS
+    budget = instance_budget(partition_bytes)
+    if limit_bytes > budget:
+        raise ValueError(
+            f"memory limit {limit_bytes} B is above the {max(budget, 0)} B one instance may "
+            f"have on a partition of {partition_bytes} B"
+        )
+    return math.floor(limit_bytes * _UTILIZATION_STEPS / partition_bytes) / _UTILIZATION_STEPS
 
 
 def plan_serving(

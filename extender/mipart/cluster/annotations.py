@@ -26,7 +26,7 @@ from mipart.contract.annotations import (
     USER_ANNOTATIONS,
 )
 from mipart.geometry import GPU_MEMORY_BYTES, ComputeMode, Rounding, format_bytes, parse_bytes
-from mipart.placement import INSTANCE_OVERHEAD_BYTES, PartitionRequest, QosClass, Sharing
+from mipart.placement import PartitionRequest, QosClass, Sharing, instance_budget
 from mipart.sizing import InvalidSizing, UnknownModel, estimate, lookup
 
 # A model named without a memory figure is sized for this context, in bf16 (docs/annotations.md).
@@ -176,22 +176,26 @@ def _to_request(parsed: _Annotations) -> PartitionRequest:
 def _check_fits_some_partition(
     per_partition: int, mode: ComputeMode | None, parsed: _Annotations
 ) -> None:
-    """Refuse at admission what no partition of any node could ever hold (a CPX partition is
-    24574Mi, so "24Gi" on CPX can never run), instead of leaving the pod Pending forever."""
+    """Refuse at admission what no partition of any node could ever hold, instead of leaving
+    the pod Pending forever: a limit above what one instance may have on an empty partition of
+    the largest mode allowed (``instance_budget``, the placement engine's own rule, exclusive
+    or shared). A CPX partition is 24574Mi, of which an instance may have 23574Mi, so "23.5Gi"
+    on CPX can never run."""
     largest_mode = mode or ComputeMode.SPX
     largest = GPU_MEMORY_BYTES // largest_mode.partition_count
-    usable = largest if parsed.sharing is Sharing.EXCLUSIVE else largest - INSTANCE_OVERHEAD_BYTES
+    usable = instance_budget(largest)
     if per_partition <= usable:
         return
     key = MEMORY if parsed.memory is not None else MODEL
     need = format_bytes(per_partition, Rounding.UP)
     room = format_bytes(usable, Rounding.DOWN)
-    how = "exclusive" if parsed.sharing is Sharing.EXCLUSIVE else "shared"
+    size = format_bytes(largest, Rounding.DOWN)
+    larger = f", or a larger {PARTITION_MODE}" if largest_mode is not ComputeMode.SPX else ""
     raise AnnotationError(
         [
             f"{key}: needs {need} per partition, more than any {largest_mode.value} partition "
-            f"holds ({room} {how}); ask for less memory, more {PARTITIONS}, or "
-            f"{SHARING}: exclusive"
+            f"holds ({room} usable by one vLLM instance of {size}, exclusive or shared); ask "
+            f"for less memory or more {PARTITIONS}{larger}"
         ]
     )
 

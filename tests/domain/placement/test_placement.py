@@ -37,6 +37,8 @@ from mipart.placement import (
     Sharing,
     allocation_for,
     evaluate,
+    instance_budget,
+    instance_footprint,
     summarize_rejections,
     victims_for,
 )
@@ -179,7 +181,13 @@ BUSY_SPX = alloc("n", "big", "gpu0-spx-0", gib=100)
             request(23.5),
             node("n", CPX),
             (),
-            "CPX only: 23.9Gi partitions (22.9Gi usable when shared)",
+            "CPX only: 23.9Gi partitions (22.9Gi usable by an instance)",
+        ),
+        (
+            request(23.5, sharing=EXCLUSIVE),
+            node("n", CPX),
+            (),
+            "CPX only: 23.9Gi partitions (22.9Gi usable by an instance)",
         ),
         (request(60), node("n", QPX, CPX), (), "partitions too small: largest 47.9Gi (QPX)"),
         (request(30, compute_mode=CPX), node("n", SPX, CPX), (), "CPX partitions are 23.9Gi"),
@@ -212,13 +220,13 @@ BUSY_SPX = alloc("n", "big", "gpu0-spx-0", gib=100)
             request(20, sharing=EXCLUSIVE),
             node("n", SPX),
             (BUSY_SPX,),
-            "no idle partition with 20Gi (none idle)",
+            "no idle partition with 20Gi usable (none idle)",
         ),
         (
             request(40, sharing=EXCLUSIVE),
             node("n", SPX, CPX),
             (BUSY_SPX,),
-            "no idle partition with 40Gi (largest idle 23.9Gi)",
+            "no idle partition with 40Gi usable (largest idle: 22.9Gi usable)",
         ),
         (
             request(40, 4),
@@ -242,7 +250,7 @@ BUSY_SPX = alloc("n", "big", "gpu0-spx-0", gib=100)
             request(20, 8, sharing=EXCLUSIVE),
             node("n", CPX),
             (alloc("n", "a", "gpu0-cpx-0", gib=1),),
-            "needs 8 idle partitions with 20Gi on one node, 7 fit",
+            "needs 8 idle partitions with 20Gi usable on one node, 7 fit",
         ),
         (
             request(1),
@@ -283,25 +291,79 @@ def test_an_allocation_on_a_vanished_partition_blocks_only_its_gpu() -> None:
     assert {p.split("-")[0] for p in result.feasible["n"].partition_ids} == {"gpu1"}
 
 
+def test_the_usable_memory_rule() -> None:
+    """Every instance holds its limit plus the reserve; a new one gets what is left less its
+    own reserve."""
+    assert OVERHEAD == GI
+    assert instance_footprint(10 * GI) == 10 * GI + OVERHEAD
+    assert instance_budget(CPX_BYTES) == CPX_BYTES - OVERHEAD
+    assert instance_budget(GPU_MEMORY_BYTES, held_bytes=instance_footprint(10 * GI)) == (
+        GPU_MEMORY_BYTES - 10 * GI - 2 * OVERHEAD
+    )
+    assert instance_budget(GI // 2) < 0
+
+
+@pytest.mark.parametrize("sharing", [SHARED, EXCLUSIVE])
+def test_an_empty_partition_gives_one_instance_its_budget_and_not_a_byte_more(
+    sharing: Sharing,
+) -> None:
+    """Exclusive or shared, the same budget: the memory outside vLLM's budget is held either
+    way. Evaluate, filter, reserve and preemption draw the line at the same byte."""
+    n = node("n", SPX)
+    budget = instance_budget(GPU_MEMORY_BYTES)
+    assert budget == GPU_MEMORY_BYTES - OVERHEAD
+    fits = PartitionRequest(budget, sharing=sharing)
+    over = PartitionRequest(budget + 1, sharing=sharing)
+    view = ClusterView([n])
+    assert view.filter(fits).feasible == ("n",)
+    placed = view.evaluate(fits).feasible["n"]
+    assert placed.leftover_bytes == 0
+    assert view.evaluate(over).rejected == {
+        "n": "SPX only: 191.9Gi partitions (190.9Gi usable by an instance)"
+    }
+    assert view.filter(over).reasons() == view.evaluate(over).rejected
+
+    # reserve() checks the same rule, and says both numbers.
+    asked = format_bytes(budget + 1, Rounding.UP)
+    usable = "usable on an idle partition" if sharing is EXCLUSIVE else "free for a shared pod"
+    with pytest.raises(PlacementConflict, match=f"{asked} asked, 190.9Gi {usable}"):
+        view.reserve(allocation_for(placed, over, pod="default/b", pod_uid="b"))
+    held = allocation_for(placed, fits, pod="default/a", pod_uid="a")
+    view.reserve(held)
+    assert view.usage("n")[0].free_bytes == 0
+
+    # Evicting the pod frees the partition's budget, and never more.
+    assert victims_for(fits, n, [held], [held]) == (held,)
+    assert victims_for(over, n, [held], [held]) is None
+
+
 def test_shared_partition_takes_limits_plus_the_instance_reserve() -> None:
     n = node("n", CPX)
     largest = CPX_BYTES - OVERHEAD
     assert "n" in evaluate(PartitionRequest(largest), [n], []).feasible
     assert "n" not in evaluate(PartitionRequest(largest + 1), [n], []).feasible
     # After a 10Gi pod, the second one gets what is left minus both instances' reserves.
-    view = ClusterView([node("n", SPX)], [alloc("n", "a", "gpu0-spx-0", gib=10)])
+    first = alloc("n", "a", "gpu0-spx-0", gib=10)
+    view = ClusterView([node("n", SPX)], [first])
     rest = GPU_MEMORY_BYTES - 2 * OVERHEAD - 10 * GI
+    assert rest == instance_budget(GPU_MEMORY_BYTES, held_bytes=10 * GI + OVERHEAD)
     assert "n" in view.evaluate(PartitionRequest(rest)).feasible
     assert "n" not in view.evaluate(PartitionRequest(rest + 1)).feasible
+    with pytest.raises(PlacementConflict, match="free for a shared pod"):
+        view.reserve(replace(first, pod_uid="uid-b", memory_bytes=rest + 1))
+    view.reserve(replace(first, pod_uid="uid-b", memory_bytes=rest))
 
 
-def test_exclusive_takes_the_whole_partition_and_only_an_idle_one() -> None:
+def test_exclusive_takes_an_idle_partition_less_the_instance_reserve() -> None:
     n = node("n", CPX)
-    assert "n" in evaluate(PartitionRequest(CPX_BYTES, sharing=EXCLUSIVE), [n], []).feasible
-    assert "n" not in evaluate(PartitionRequest(CPX_BYTES + 1, sharing=EXCLUSIVE), [n], []).feasible
+    budget = CPX_BYTES - OVERHEAD
+    assert "n" in evaluate(PartitionRequest(budget, sharing=EXCLUSIVE), [n], []).feasible
+    assert "n" not in evaluate(PartitionRequest(budget + 1, sharing=EXCLUSIVE), [n], []).feasible
+    assert "n" not in evaluate(PartitionRequest(CPX_BYTES, sharing=EXCLUSIVE), [n], []).feasible
     busy = [alloc("n", f"p{i}", f"gpu0-cpx-{i}", gib=1) for i in range(7)]
     got = evaluate(request(20, sharing=EXCLUSIVE), [n], busy).feasible["n"]
     assert got.partition_ids == ("gpu0-cpx-7",)
+    assert got.leftover_bytes == budget - 20 * GI
 
 
 def test_an_exclusive_partition_is_never_shared() -> None:
@@ -677,16 +739,17 @@ Usage = dict[tuple[str, str], tuple[int, int, int]]
 
 
 def brute_usage(allocations: Iterable[Allocation]) -> Usage:
-    """(node, partition) -> (Σ shared limit + reserve, instances, exclusive instances)."""
+    """(node, partition) -> (Σ limit + reserve, instances, exclusive instances).
+
+    Written out with the constant, not with instance_budget: an oracle of its own."""
     usage: Usage = {}
     for a in allocations:
         for pid in a.partition_ids:
-            shared, instances, exclusive = usage.get((a.node, pid), (0, 0, 0))
+            held, instances, exclusive = usage.get((a.node, pid), (0, 0, 0))
             if a.sharing is EXCLUSIVE:
                 exclusive += 1
-            else:
-                shared += a.memory_bytes + OVERHEAD
-            usage[(a.node, pid)] = (shared, instances + 1, exclusive)
+            held += a.memory_bytes + OVERHEAD
+            usage[(a.node, pid)] = (held, instances + 1, exclusive)
     return usage
 
 
@@ -698,10 +761,10 @@ def takes(
         return False
     if req.compute_mode is not None and g.compute_mode is not req.compute_mode:
         return False
-    shared, instances, exclusive = usage.get((capacity.name, g.id), (0, 0, 0))
-    if req.sharing is EXCLUSIVE:
-        return instances == 0 and req.memory_bytes <= g.memory_bytes
-    return exclusive == 0 and req.memory_bytes + OVERHEAD <= g.memory_bytes - shared
+    held, instances, exclusive = usage.get((capacity.name, g.id), (0, 0, 0))
+    if req.sharing is EXCLUSIVE and instances:
+        return False
+    return exclusive == 0 and req.memory_bytes + OVERHEAD <= g.memory_bytes - held
 
 
 def brute_fits(capacity: NodeCapacity, usage: Usage, req: PartitionRequest) -> bool:
@@ -722,9 +785,9 @@ def assert_never_over_committed(
         for n in nodes.values()
         for p in n.partitions
     }
-    for key, (shared, instances, exclusive) in usage.items():
+    for key, (held, instances, exclusive) in usage.items():
         assert key in sizes, f"allocation on a partition that does not exist: {key}"
-        assert shared <= sizes[key], f"{key} over-committed"
+        assert held <= sizes[key], f"{key} over-committed"
         assert exclusive == 0 or instances == 1, f"{key} exclusive and shared"
 
 

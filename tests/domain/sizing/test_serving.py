@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mipart.placement import INSTANCE_OVERHEAD_BYTES
+from mipart.placement import instance_budget
 from mipart.sizing import (
     DoesNotFit,
     DType,
@@ -28,15 +28,30 @@ LLAMA_70B = lookup("meta-llama/Llama-3.1-70B-Instruct")
 
 def test_utilization_is_the_limit_as_a_fraction_of_the_partition() -> None:
     assert utilization(20 * GIB, CPX) == 0.8334  # 20 / 23.998, rounded down
-    # A limit of the whole partition leaves the HIP context outside vLLM's budget.
-    assert utilization(CPX, CPX) == pytest.approx((CPX - INSTANCE_OVERHEAD_BYTES) / CPX, abs=1e-4)
-    assert utilization(CPX, CPX) < (CPX - INSTANCE_OVERHEAD_BYTES) / CPX
+    # The largest limit placement gives leaves the HIP context outside vLLM's budget.
+    budget = instance_budget(CPX)
+    assert utilization(budget, CPX) == pytest.approx(budget / CPX, abs=1e-4)
+    assert utilization(budget, CPX) <= budget / CPX
 
 
-@given(st.integers(1, SPX), st.sampled_from([CPX, SPX // 4, SPX // 2, SPX]))
-def test_utilization_never_exceeds_the_limit(limit: int, partition: int) -> None:
+@pytest.mark.parametrize("partition", [CPX, SPX // 4, SPX // 2, SPX])
+def test_a_limit_above_the_instance_budget_is_refused_not_capped(partition: int) -> None:
+    budget = instance_budget(partition)
+    assert utilization(budget, partition) < 1
+    with pytest.raises(ValueError, match=f"above the {budget} B one instance may have"):
+        utilization(budget + 1, partition)
+    with pytest.raises(ValueError, match="above"):
+        plan_serving(LLAMA_8B, limit_bytes=partition, partition_bytes=partition,
+                     tensor_parallel=1, dtype=DType.BF16)  # fmt: skip
+    with pytest.raises(ValueError, match="must be positive"):
+        utilization(0, partition)
+
+
+@given(st.data(), st.sampled_from([CPX, SPX // 4, SPX // 2, SPX]))
+def test_utilization_never_exceeds_the_limit(data: st.DataObject, partition: int) -> None:
+    limit = data.draw(st.integers(1, instance_budget(partition)))
     util = utilization(limit, partition)
-    assert util * partition <= min(limit, partition - INSTANCE_OVERHEAD_BYTES)
+    assert util * partition <= limit
 
 
 def test_an_8b_model_on_a_cpx_partition_gets_flags_that_fit() -> None:
@@ -121,8 +136,9 @@ def test_a_plan_always_leaves_room_for_one_full_sequence(
     """With every sequence's sampler row counted, one max_model_len sequence still fits the
     KV cache: vLLM's own start-up condition. Refusals say a need above the budget."""
     asked = ServingLimits(max_model_len=length)
+    limit = min(limit_gib * GIB, instance_budget(partition))
     try:
-        got = plan_serving(spec, limit_bytes=limit_gib * GIB, partition_bytes=partition,
+        got = plan_serving(spec, limit_bytes=limit, partition_bytes=partition,
                    tensor_parallel=1, dtype=DType.BF16, asked=asked)  # fmt: skip
     except DoesNotFit as err:
         refusal = err

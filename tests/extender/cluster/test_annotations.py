@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 
 from mipart.cluster.annotations import AnnotationError, RequestCache, is_managed, parse_request
 from mipart.contract.annotations import MEMORY, MODEL, PARTITION_MODE, PARTITIONS, QOS, SHARING
-from mipart.geometry import ComputeMode
-from mipart.placement import QosClass, Sharing
+from mipart.geometry import GPU_MEMORY_BYTES, ComputeMode
+from mipart.placement import QosClass, Sharing, instance_budget
 
 GI = 2**30
 
@@ -65,8 +65,9 @@ def test_model_is_sized_by_the_estimator() -> None:
         ({MEMORY: "8Gi", MODEL: "meta-llama/Llama-3.1-8B"}, "give exactly one"),
         ({QOS: "batch"}, "give exactly one"),
         ({MODEL: "gpt-17"}, "mipart.io/model: 'gpt-17':"),
-        ({MEMORY: "24Gi", PARTITION_MODE: "CPX"}, "mipart.io/memory: needs 24Gi per partition, more than any CPX partition holds (22.9Gi shared)"),
-        ({MEMORY: "200Gi"}, "more than any SPX partition holds (190.9Gi shared)"),
+        ({MEMORY: "24Gi", PARTITION_MODE: "CPX"}, "mipart.io/memory: needs 24Gi per partition, more than any CPX partition holds (22.9Gi usable by one vLLM instance of 23.9Gi, exclusive or shared); ask for less memory or more mipart.io/partitions, or a larger mipart.io/partition-mode"),
+        ({MEMORY: "23.5Gi", PARTITION_MODE: "CPX", SHARING: "exclusive"}, "more than any CPX partition holds (22.9Gi usable"),
+        ({MEMORY: "200Gi"}, "more than any SPX partition holds (190.9Gi usable by one vLLM instance of 191.9Gi, exclusive or shared); ask for less memory or more mipart.io/partitions"),
         ({MODEL: "Llama-3.1-70B-Instruct", PARTITION_MODE: "CPX"}, "mipart.io/model: needs"),
     ],
 )  # fmt: skip
@@ -76,6 +77,21 @@ def test_refusals_name_the_annotation_value_and_allowed(
     with pytest.raises(AnnotationError) as err:
         parse_request(annotations)
     assert expected in str(err.value)
+
+
+@pytest.mark.parametrize("sharing", ["shared", "exclusive"])
+def test_admission_draws_the_line_where_placement_does(sharing: str) -> None:
+    """The largest limit an empty CPX partition gives one instance is admitted, one byte more
+    is not, exclusive or shared (the placement engine's instance_budget)."""
+    budget = instance_budget(GPU_MEMORY_BYTES // 8)
+    fits = {MEMORY: str(budget), PARTITION_MODE: "CPX", SHARING: sharing}
+    assert parse_request(fits).memory_bytes == budget
+    with pytest.raises(AnnotationError, match="more than any CPX partition holds"):
+        parse_request({**fits, MEMORY: str(budget + 1)})
+    # Tensor parallel: the limit is per partition.
+    assert parse_request({**fits, MEMORY: str(2 * budget), PARTITIONS: "2"}).partitions == 2
+    with pytest.raises(AnnotationError, match="more than any CPX partition holds"):
+        parse_request({**fits, MEMORY: str(2 * budget + 1), PARTITIONS: "2"})
 
 
 def test_every_bad_annotation_is_reported_at_once() -> None:
