@@ -8,6 +8,7 @@ partition an equal share of its pool, so a partition's memory depends only on th
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -140,9 +141,18 @@ class PartitionGeometry:
     memory_pool: str
 
 
+_GPU_OF_ID = re.compile(r"^gpu(\d+)-")
+
+
 def partition_id(gpu_index: int, compute: ComputeMode, index: int) -> str:
     """Stable, human-readable partition ID, e.g. ``gpu3-cpx-5``; valid as a kubelet device ID."""
     return f"gpu{gpu_index}-{compute.value.lower()}-{index}"
+
+
+def gpu_of_partition_id(partition_id: str) -> int | None:
+    """The GPU index in an ID made by partition_id (``gpu3-cpx-5``: 3), or None."""
+    match = _GPU_OF_ID.match(partition_id)
+    return int(match.group(1)) if match else None
 
 
 def memory_pool_id(gpu_index: int, pool: int) -> str:
