@@ -1,21 +1,27 @@
 #!/usr/bin/env python3
 """Packing: demand-driven partitioning against static layouts and an exact optimum.
 
-For each seeded trace (small models, large models, mixed), every replica is released in queue
-order to the placement engine on a cluster of MI300X nodes partitioned by each strategy:
+For each seeded trace (small models, large models, mixed, at 65-75 % of the fleet's memory; and
+the over-subscribed ones, 100-130 %, with QoS classes in two of them), every replica is
+released in queue order to the placement engine on a cluster of MI300X nodes partitioned by
+each strategy:
 
 - whole GPU: every GPU in SPX, one pod per GPU (what a device plugin alone gives);
 - static all-CPX: every node CPX/NPS4, AMD's validated small-model layout;
 - DCM 4 SPX + 4 CPX: the same heterogeneous profile on every node (Device Config Manager);
 - DCM profile per node: the operator's default profiles round-robin over the nodes
   (default SPX/NPS1, dpx_nps2_all, qpx_nps1_all, cpx_nps4_all);
-- demand-driven: mipart — starts from the per-node DCM fleet, the re-partition planner
-  changes idle GPUs (and, when a whole node is idle and it pays, its memory mode) under its
-  default brakes, simulated daemons apply the changes, the engine places;
-- optimum: the HiGHS integer program of packing_ilp.py, its allocations checked by the engine.
+- demand-driven: mipart, from the per-node DCM fleet and from all-SPX nodes — the
+  re-partition planner changes idle GPUs (and, when a whole node is idle and it pays, its
+  memory mode) under its default brakes, simulated daemons apply the changes, the engine
+  places each admitted pod on the partitions the plan counted;
+- optimum: the HiGHS integer program of packing_ilp.py (with QoS classes: latency first, then
+  standard, then batch), its allocations checked by the engine.
 
-Then an alternating demand (70B replicas, then 8B replicas, flipping every few minutes) runs
-for an hour with and without the planner's brakes, to count the changes it causes.
+Then demand that turns over (epochs of departures and arrivals, packing_turnover.py) with
+defragmentation off and on, and an alternating demand (70B replicas, then 8B replicas,
+flipping every few minutes) runs for an hour with and without the planner's brakes, to count
+the changes it causes.
 Prints tables and writes plots (docs/packing.png, docs/packing-alternating.png). Figures only:
 nothing here passes or fails (hack/bench/README.md).
 """
@@ -29,11 +35,12 @@ from pathlib import Path
 from statistics import median
 
 from mipart.geometry import ComputeMode, MemoryMode, NodeLayout
+from mipart.placement import QosClass
 from mipart.planner import PlannerPolicy
 
 # This file runs as a script; its shared helpers are found from the repository root.
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from hack.bench import packing_churn, packing_ilp, packing_plots
+from hack.bench import packing_churn, packing_ilp, packing_plots, packing_turnover
 from hack.bench.packing_metrics import Result, layout_summary, measure
 from hack.bench.packing_sim import Cluster
 from hack.bench.report import machine, print_table
@@ -47,7 +54,9 @@ GIB = 2**30
 # per node in turn.
 DCM_FLEET = ((NPS1, S), (NPS2, D), (NPS1, Q), (NPS4, C))
 HORIZON_S = 4 * 3600.0
-TRACES = ("small", "large", "mixed")
+TRACES = ("small", "large", "mixed", "over-mixed", "over-large", "over-mixed-qos")
+DEMAND_DRIVEN = ("demand-driven from DCM", "demand-driven from SPX")
+TURNOVER_KIND = "over-mixed-qos"
 
 
 def uniform(memory: MemoryMode, *modes: ComputeMode) -> NodeLayout:
@@ -76,24 +85,32 @@ def run_trace(kind: str, seed: int, count: int, *, show: bool = True) -> list[Re
         cluster.arrive(pods)
         cluster.run(0)
         results.append(_measure(name, cluster, len(pods)))
-    started = time.perf_counter()
-    cluster = Cluster(strategies(nodes)["DCM profile per node"], planner=PlannerPolicy())
-    cluster.arrive(pods)
-    cluster.run(HORIZON_S)
-    wall = time.perf_counter() - started
-    stats = cluster.stats
-    note = (
-        f"{stats.compute_changes} GPU changes, {stats.memory_changes} reloads, "
-        f"at most {stats.most_changing} at once; settled at {cluster.now / 60:.0f} min "
-        f"(simulated, {wall:.0f}s to compute)"
-    )
-    results.append(_measure("demand-driven (mipart)", cluster, len(pods), note))
+    starts = {
+        DEMAND_DRIVEN[0]: strategies(nodes)["DCM profile per node"],
+        DEMAND_DRIVEN[1]: {n: uniform(NPS1, S) for n in nodes},
+    }
+    for name, layouts in starts.items():
+        started = time.perf_counter()
+        cluster = Cluster(layouts, planner=PlannerPolicy())
+        cluster.arrive(pods)
+        cluster.run(HORIZON_S)
+        wall = time.perf_counter() - started
+        stats = cluster.stats
+        note = (
+            f"{stats.compute_changes} GPU changes, {stats.memory_changes} reloads, "
+            f"at most {stats.most_changing} at once; settled at {cluster.now / 60:.0f} min "
+            f"(simulated, {wall:.0f}s to compute)"
+        )
+        results.append(_measure(name, cluster, len(pods), note))
     optimum = packing_ilp.solve([r for _, r in pods], nodes, GPUS_PER_NODE, time_limit=60)
     view = packing_ilp.check(optimum)
     placed = {int(a.pod) for a in optimum.allocations}
     waiting = [r for i, (_, r) in enumerate(pods) if i not in placed]
     note = f"HiGHS: {optimum.status}, MIP gap {optimum.gap:.2%}, {optimum.seconds:.2f}s"
-    results.append(measure("optimum (ILP)", view, optimum.layouts, waiting, len(pods), note))
+    classes = {str(i): r.qos for i, (_, r) in enumerate(pods)}
+    results.append(
+        measure("optimum (ILP)", view, optimum.layouts, waiting, len(pods), note, classes)
+    )
     if show:
         _print(trace.name, trace.seed, len(trace.deployments), results)
     return results
@@ -101,7 +118,8 @@ def run_trace(kind: str, seed: int, count: int, *, show: bool = True) -> list[Re
 
 def _measure(name: str, cluster: Cluster, demanded: int, note: str = "") -> Result:
     waiting = [request for request, _ in cluster.waiting.values()]
-    return measure(name, cluster.view, cluster.actual, waiting, demanded, note)
+    classes = {n: r.qos for n, r in cluster.requests.items()}
+    return measure(name, cluster.view, cluster.actual, waiting, demanded, note, classes)
 
 
 def _print(kind: str, seed: int, deployments: int, results: list[Result]) -> None:
@@ -122,9 +140,21 @@ def _print(kind: str, seed: int, deployments: int, results: list[Result]) -> Non
     ]
     headers = ["strategy", "replicas", "GiB placed", "GiB stranded", "of optimum", "GPUs"]
     print_table(headers, rows)
+    if any(r.by_class.get(q) for r in results for q in (QosClass.LATENCY, QosClass.BATCH)):
+        print("  GiB placed by class (latency / standard / batch), % of the optimum's:")
+        for r in results:
+            shares = [
+                f"{r.by_class.get(q, 0) / GIB:.0f} ({_share(r, results[-1], q)})" for q in QosClass
+            ]
+            print(f"    {r.strategy:<27} {' / '.join(shares)}")
     for r in results:
         if r.note:
             print(f"  {r.strategy}: {r.note}")
+
+
+def _share(result: Result, optimum: Result, qos: QosClass) -> str:
+    best = optimum.by_class.get(qos, 0)
+    return f"{100 * result.by_class.get(qos, 0) / best:.1f}%" if best else "-"
 
 
 def main() -> int:
@@ -141,6 +171,7 @@ def main() -> int:
           "mipart.sizing.estimate")  # fmt: skip
     kinds = ("mixed",) if args.quick else TRACES
     results = {kind: run_trace(kind, args.seed, count) for kind in kinds}
+    turnover(count, args.seed, epochs=3 if args.quick else 6)
     churn = packing_churn.alternation(min(count, 4), (300.0, 600.0, 1200.0))
     if args.seeds:
         sweep(kinds, args.seeds, count)
@@ -153,21 +184,56 @@ def main() -> int:
     return 0
 
 
+def turnover(count: int, seed: int, *, epochs: int) -> None:
+    """Demand that turns over, from the DCM fleet, defragmentation off and on."""
+    nodes = [f"mi300x-{i:02d}" for i in range(count)]
+    layouts = strategies(nodes)["DCM profile per node"]
+    policies = {
+        "defragmentation off": PlannerPolicy(),
+        "defragmentation on": PlannerPolicy(defragment=True),
+    }
+    epoch_s = 1800.0
+    runs = [
+        (
+            name,
+            packing_turnover.run(
+                TURNOVER_KIND, seed, layouts, name, epochs=epochs, epoch_s=epoch_s, policy=policy
+            ),
+        )
+        for name, policy in policies.items()
+    ]
+    packing_turnover.show(TURNOVER_KIND, seed, runs, epochs, epoch_s, PlannerPolicy().aging_s)
+
+
 def sweep(kinds: tuple[str, ...], seeds: int, count: int) -> None:
     """Each strategy's share of the optimum over seeds 1..``seeds``: worst, median, best."""
     print(f"\nmemory placed, % of the optimum, over seeds 1-{seeds} (worst / median / best)")
     shares: dict[str, dict[str, list[float]]] = {}
+    latency: dict[str, dict[str, list[float]]] = {}
     for kind in kinds:
         for seed in range(1, seeds + 1):
             results = run_trace(kind, seed, count, show=False)
+            best = results[-1]
             for r in results[:-1]:
-                share = 100 * r.placed_bytes / results[-1].placed_bytes
+                share = 100 * r.placed_bytes / best.placed_bytes
                 shares.setdefault(r.strategy, {}).setdefault(kind, []).append(share)
+                if r.strategy in DEMAND_DRIVEN and best.by_class.get(QosClass.LATENCY):
+                    ratio = (
+                        100 * r.by_class.get(QosClass.LATENCY, 0) / best.by_class[QosClass.LATENCY]
+                    )
+                    latency.setdefault(r.strategy, {}).setdefault(kind, []).append(ratio)
     rows = [
         [strategy, *(_spread(by_kind[kind]) for kind in kinds)]
         for strategy, by_kind in shares.items()
     ]
     print_table(["strategy", *kinds], rows)
+    if latency:
+        classed = [k for k in kinds if any(k in by_kind for by_kind in latency.values())]
+        print("\nlatency-class memory placed, % of the optimum's (worst / median / best)")
+        print_table(
+            ["strategy", *classed],
+            [[s, *(_spread(by_kind[k]) for k in classed)] for s, by_kind in latency.items()],
+        )
 
 
 def _spread(values: list[float]) -> str:

@@ -14,6 +14,10 @@ For modes m (``p_m`` partitions per GPU) and classes c of identical replicas (li
                                                         Σ_m x[c,m] <= d_c
     maximise Σ l_c tp_c x[c,m]
 
+With QoS classes the objective is lexicographic, as the queue serves: the most memory of
+latency replicas, then, holding that, the most of standard ones, then of batch ones (one
+solve per class, each fixing the last one's figure as a constraint).
+
 Counting cluster-wide loses nothing, because every size involved is a power of two: in a mode,
 replicas smaller than a GPU fill GPUs exactly (each tp divides p_m), larger ones take tp/p_m
 whole GPUs, and groups of 1, 2, 4 or 8 GPUs fill nodes of 8 exactly, largest first. So any
@@ -39,6 +43,7 @@ from mipart.placement import (
     ClusterView,
     NodeCapacity,
     PartitionRequest,
+    QosClass,
     Sharing,
     evaluate,
 )
@@ -86,6 +91,14 @@ def solve(
         if placed:
             h.addConstr(sum(placed) <= len(positions))
     started = time.perf_counter()
+    for qos in QosClass:
+        placed = sum(
+            c.memory_bytes * c.partitions / GIB * v for (c, _), v in x.items() if c.qos is qos
+        )
+        if not isinstance(placed, int):  # some replica of this class can be placed
+            h.maximize(placed)
+            # Hold what this class got (less a rounding margin) while the next one is solved.
+            h.addConstr(placed >= h.getInfo().objective_function_value - 1e-6)
     h.maximize(sum(c.memory_bytes * c.partitions / GIB * v for (c, _), v in x.items()))
     seconds = time.perf_counter() - started
 

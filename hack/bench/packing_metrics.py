@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from mipart.geometry import ComputeMode, NodeLayout
-from mipart.placement import ClusterView, PartitionRequest
+from mipart.placement import ClusterView, PartitionRequest, QosClass
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +27,7 @@ class Result:
     total_bytes: int
     gpus: Counter[ComputeMode]
     note: str = ""
+    by_class: dict[QosClass, int] = field(default_factory=dict)  # memory placed per class
 
 
 def measure(
@@ -36,9 +37,13 @@ def measure(
     waiting: Iterable[PartitionRequest],
     demanded: int,
     note: str = "",
+    classes: Mapping[str, QosClass] | None = None,
 ) -> Result:
+    """``classes``: each allocation's pod -> its QoS class (standard when not given)."""
+    classes = classes or {}
     smallest = min((r.memory_bytes for r in waiting), default=None)
     placed = placed_bytes = stranded = total = 0
+    by_class: dict[QosClass, int] = {}
     for node in view.node_names:
         capacity = view.capacity(node)
         assert capacity is not None
@@ -47,6 +52,8 @@ def measure(
         for allocation in view.allocations(node):
             placed += 1
             placed_bytes += allocation.total_bytes
+            qos = classes.get(allocation.pod, QosClass.STANDARD)
+            by_class[qos] = by_class.get(qos, 0) + allocation.total_bytes
             stranded += sum(sizes[p] - allocation.memory_bytes for p in allocation.partition_ids)
         if smallest is not None:
             stranded += sum(
@@ -55,7 +62,7 @@ def measure(
                 if not u.instances and u.memory_bytes < smallest
             )
     gpus = Counter(mode for layout in layouts.values() for mode in layout.compute.values())
-    return Result(strategy, placed, demanded, placed_bytes, stranded, total, gpus, note)
+    return Result(strategy, placed, demanded, placed_bytes, stranded, total, gpus, note, by_class)
 
 
 def layout_summary(gpus: Counter[ComputeMode]) -> str:

@@ -3,7 +3,9 @@
 Pods are released to the placement engine in queue order and bound where the extender would
 bind them (best score, then node name). With ``planner`` set, every tick runs the
 re-partition planner, writes its decisions into the nodes' desired layouts (GPUNode.spec),
-releases only the pods it admits, and lets the daemons reconcile: a compute-mode change takes
+releases only the pods it admits, each to the partitions the plan counted it on, gives the
+promises of the others back to the next round (as the controller does), and lets the daemons
+reconcile: a compute-mode change takes
 ``switch_s``, a memory-mode change a driver reload of ``reload_s`` (AMD: up to 140 s), and a
 changing GPU takes no pods meanwhile. Without a planner the layouts never change.
 """
@@ -11,12 +13,31 @@ changing GPU takes no pods meanwhile. Without a planner the layouts never change
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from mipart.geometry import ComputeMode, MemoryMode, NodeLayout
 from mipart.geometry import layout_steps as steps_between
-from mipart.placement import Allocation, ClusterView, NodeCapacity, PartitionRequest, allocation_for
-from mipart.planner import ComputeChange, MemoryChange, NodeSnapshot, PlannerPolicy, Waiting, plan
+from mipart.placement import (
+    QOS_RANK,
+    Allocation,
+    ClusterView,
+    NodeCapacity,
+    PartitionRequest,
+    allocation_for,
+    instance_budget,
+)
+from mipart.planner import (
+    Admission,
+    ComputeChange,
+    Eviction,
+    MemoryChange,
+    NodeSnapshot,
+    PlannerPolicy,
+    Promise,
+    Waiting,
+    natural_mode,
+    plan,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +60,7 @@ class Stats:
     compute_changes: int = 0
     memory_changes: int = 0
     most_changing: int = 0  # GPUs changing at once, at most
+    evictions: int = 0
     # (when, node, GPU) of every compute-mode change decided
     changes: list[tuple[float, str, int]] = field(default_factory=list)
 
@@ -64,6 +86,12 @@ class Cluster:
         self.memory_changed_at: dict[str, float] = {}
         self.waiting: dict[str, tuple[PartitionRequest, float]] = {}  # in queue order
         self.bound: dict[str, Allocation] = {}
+        self.promises: dict[str, Promise] = {}  # what the last plan counted for who waits
+        self.arrived_at: dict[str, float] = {}
+        self.requests: dict[str, PartitionRequest] = {}
+        self.aging_after_s: float | None = None  # see overtaking()
+        self.overtaken: set[str] = set()
+        self.bound_at: dict[str, float] = {}
         self.stats = Stats()
         self.now = 0.0
 
@@ -72,58 +100,114 @@ class Cluster:
     def arrive(self, pods: Iterable[tuple[str, PartitionRequest]]) -> None:
         for name, request in pods:
             self.waiting[name] = (request, self.now)
+            self.arrived_at[name] = self.now
+            self.requests[name] = request
 
     def depart(self, names: Iterable[str]) -> None:
         for name in names:
             self.waiting.pop(name, None)
+            self.promises.pop(name, None)
             if self.bound.pop(name, None) is not None:
                 self.view.remove_allocation(name)
+
+    def overtaking(self, name: str, allocation: Allocation) -> set[str]:
+        """Pods that have waited past the aging bound and that ``name``, younger and of the
+        same or a less urgent class, overtakes by binding to partitions they fit: what aging
+        promises never happens (``aging_after_s`` set, else nothing is checked)."""
+        if self.aging_after_s is None:
+            return set()
+        request, since = self.waiting[name]
+        sizes = self.view.capacity(allocation.node)
+        assert sizes is not None
+        size = min(p.geometry.memory_bytes for p in sizes.partitions
+                   if p.geometry.id in allocation.partition_ids)  # fmt: skip
+        return {
+            other
+            for other, (waiting, waited) in self.waiting.items()
+            if other != name
+            and self.now - waited > self.aging_after_s
+            and waited < since
+            and QOS_RANK[waiting.qos] <= QOS_RANK[request.qos]
+            and waiting.partitions == len(allocation.partition_ids)
+            and waiting.memory_bytes <= instance_budget(size)
+            and natural_mode(waiting, MemoryMode.NPS1, 8)
+            == natural_mode(request, MemoryMode.NPS1, 8)
+        }
 
     # --- time -------------------------------------------------------------------------
 
     def tick(self) -> bool:
         """Plan, release, reconcile; advance the clock. False once nothing more can happen."""
         self._land()
+        if self.policy is None:
+            self._release_in_order()
+            self.now += self.timing.step_s
+            return False
         names = list(self.waiting)
-        release: dict[str, ComputeMode | None] = dict.fromkeys(names)
-        busy = False
-        if self.policy is not None:
-            demand = [Waiting(r, since, n) for n, (r, since) in self.waiting.items()]
-            answer = plan(self._snapshots(), self.view.allocations(), demand, now=self.now,
-                          policy=self.policy)  # fmt: skip
-            self._apply(answer.decisions)
-            release = {names[a.position]: a.compute_mode for a in answer.admitted}
-            busy = bool(self.flying or answer.decisions or answer.deferrals)
-        released = self._release(release)
+        demand = [
+            Waiting(r, since, n, self.promises.get(n)) for n, (r, since) in self.waiting.items()
+        ]
+        classes = {n: self.requests[n].qos for n in self.bound}
+        answer = plan(self._snapshots(), self.view.allocations(), demand, now=self.now,
+                      policy=self.policy, classes=classes)  # fmt: skip
+        self._apply(answer.decisions)
+        self.promises = {names[a.position]: a.promise for a in answer.promised}
+        released = self._release_admitted(names, answer.admitted)
+        self._evict(answer.evictions)
+        busy = bool(self.flying or answer.decisions or answer.deferrals)
         self.now += self.timing.step_s
-        return busy or bool(released and self.policy is not None)
+        return busy or bool(released)
 
     def run(self, horizon_s: float) -> None:
         """Tick until nothing changes any more (or the horizon)."""
         while self.now <= horizon_s and self.tick():
             pass
 
-    def _release(self, names: dict[str, ComputeMode | None]) -> list[str]:
-        """Bind what fits, in queue order, where the extender would (best score, then name);
-        a pod the planner admitted only to partitions of the mode it counted on."""
+    def _release_in_order(self) -> list[str]:
+        """Without a planner: bind what fits, in queue order, where the extender would (best
+        score, then node name)."""
         released: list[str] = []
         failed: set[PartitionRequest] = set()
-        for name, mode in names.items():
-            request, _ = self.waiting[name]
-            if request.compute_mode is None and mode is not None:
-                request = replace(request, compute_mode=mode)
+        for name, (request, _) in list(self.waiting.items()):
             if request in failed:
                 continue
             best = self.view.evaluate(request).best()
             if best is None:
                 failed.add(request)
                 continue
-            allocation = allocation_for(best, request, pod=name, pod_uid=name)
-            self.view.reserve(allocation)
-            self.bound[name] = allocation
-            del self.waiting[name]
+            self._bind(name, allocation_for(best, request, pod=name, pod_uid=name))
             released.append(name)
         return released
+
+    def _release_admitted(self, names: list[str], admitted: Iterable[Admission]) -> list[str]:
+        """Bind each admitted pod to the partitions the plan counted it on (the extender
+        holds a released pod to them)."""
+        released: list[str] = []
+        for admission in admitted:
+            name = names[admission.position]
+            request, _ = self.waiting[name]
+            allocation = Allocation(name, name, admission.node, admission.partition_ids,
+                                    request.memory_bytes, request.sharing)  # fmt: skip
+            self.overtaken |= self.overtaking(name, allocation)
+            self._bind(name, allocation)
+            released.append(name)
+        return released
+
+    def _evict(self, evictions: Iterable[Eviction]) -> None:
+        """Evicted pods go, and come back as new pods that queue again (their owner, a
+        Deployment's ReplicaSet, recreates them)."""
+        for eviction in evictions:
+            for name in eviction.pod_uids:
+                request = self.requests[name]
+                self.depart([name])
+                self.arrive([(name, request)])
+                self.stats.evictions += 1
+
+    def _bind(self, name: str, allocation: Allocation) -> None:
+        self.view.reserve(allocation)
+        self.bound[name] = allocation
+        self.bound_at[name] = self.now
+        del self.waiting[name]
 
     # --- daemons ------------------------------------------------------------------------
 

@@ -36,10 +36,16 @@ class Ledger:
         self.decisions: list[Decision] = []
         self.deferrals: list[Deferral] = []
         self.admitted: list[Admission] = []
+        self.promised: list[Admission] = []
+
+    def count(self, counted: tuple[list[Admission], list[Admission]]) -> None:
+        admitted, promised = counted
+        self.admitted.extend(admitted)
+        self.promised.extend(promised)
 
     def record(self, whatif: WhatIf, option: Option) -> None:
+        self.count(whatif.counted(option))
         if not option.changes:
-            self.admitted.extend(whatif.releasable(option))
             return
         node = whatif.nodes[option.node]
         cooling = any(node.gpus[g].cooling for g in option.changes)
@@ -56,7 +62,9 @@ class Ledger:
             reason = f"idle GPU {gpu}: {source} -> {option.mode} so that {why}"
             self.decisions.append(ComputeChange(option.node, gpu, source, option.mode, reason))
 
-    def record_reload(self, node: NodePlan, options: list[Option]) -> None:
+    def record_reload(self, whatif: WhatIf, node: NodePlan, options: list[Option]) -> None:
+        for option in options:
+            self.count(whatif.counted(option))
         source, target = node.snapshot.memory_mode, node.memory
         placed = sum(o.placed_bytes for o in options)
         pods = sum(len(o.placements) for o in options)

@@ -69,6 +69,10 @@ class NodePlan:
         for part in snapshot.capacity.partitions:
             self._reported.setdefault(part.geometry.gpu_index, []).append(part)
 
+    def copy(self) -> NodePlan:
+        """A fresh copy to plan on (a what-if changes its GPUs' modes)."""
+        return NodePlan(self.snapshot, {i: replace(g) for i, g in self.gpus.items()}, self.memory)
+
     def capacity(self, overrides: dict[int, ComputeMode] | None = None) -> NodeCapacity:
         """The node as planned (free GPUs hidden), with ``overrides`` shown in their mode."""
         overrides = overrides or {}

@@ -22,26 +22,31 @@ reconcile. The rules (docs/planner.md):
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import replace
 
 from mipart.geometry import (
+    ComputeMode,
     InvalidLayout,
     MemoryMode,
     MemoryStep,
     NodeLayout,
     auto_compute_mode,
+    is_compatible,
     layout_steps,
 )
-from mipart.placement import Allocation
+from mipart.placement import QOS_RANK, Allocation, QosClass
+from mipart.planner._defrag import defragment
 from mipart.planner._ledger import Ledger
 from mipart.planner._nodes import GpuPlan, NodePlan
+from mipart.planner._order import packing_order
 from mipart.planner._types import (
     NodeSnapshot,
     Plan,
     PlannerPolicy,
     Waiting,
 )
-from mipart.planner._whatif import Option, WhatIf
+from mipart.planner._whatif import Given, Option, WhatIf
 
 
 def plan(
@@ -51,29 +56,110 @@ def plan(
     *,
     now: float,
     policy: PlannerPolicy | None = None,
+    classes: Mapping[str, QosClass] | None = None,
 ) -> Plan:
-    """One planning round. ``demand`` is in queue order (QoS class, then age)."""
+    """One planning round. ``demand`` is in queue order (QoS class, then age); ``classes``
+    maps the allocations' pod UIDs to their QoS class (defragmentation evicts only batch
+    pods, and only those it knows are)."""
     policy = policy or PlannerPolicy()
     allocations = tuple(allocations)
     held = _gpus_with_allocations(nodes, allocations)
-    whatif = WhatIf(
-        (_node_plan(n, held.get(n.name, set()), now, policy) for n in nodes),
-        allocations,
-        demand,
-        policy.change_penalty,
+    given = Given(
+        plans=tuple(_node_plan(n, held.get(n.name, set()), now, policy) for n in nodes),
+        allocations=allocations,
+        demand=demand,
+        order=packing_order(demand, now, policy.aging_s),
+        now=now,
+        policy=policy,
     )
-    changing = sum(n.changing for n in nodes)
-    ledger = Ledger(policy, now, demand, policy.max_changing - changing)
-    ledger.admitted.extend(whatif.admit_on_fixed())
+    chosen = _choose(given)
+    if not policy.defragment:
+        return chosen
+    return replace(chosen, evictions=defragment(given, chosen, classes or {}))
+
+
+def _choose(given: Given) -> Plan:
+    plans, demand = given.plans, given.demand
+    first, whatif = _round(given, set_aside=())
+    # A node whose memory mode allows only some compute modes (NPS2: DPX; NPS4: QPX, CPX) can
+    # be reloaded while it is wholly idle; once the plan puts a pod on it, it cannot. If the
+    # plan used such a node only in part, and pods it cannot take still wait, plan it again
+    # last, where a reload competes with using it as it is, and keep the plan that serves more.
+    stranded = _stranded(plans, whatif)
+    if not stranded:
+        return first
+    restricted = [n.name for n in plans if _reloadable(n) and _restricted(n)]
+    second, again = _round(given, set_aside=restricted)
+    # Equal service: the plan that strands fewer GPUs, so the next round need not try again.
+    better = (_served(demand, second), -len(_stranded(plans, again))) > (
+        _served(demand, first),
+        -len(stranded),
+    )
+    return second if better else first
+
+
+def _stranded(plans: Sequence[NodePlan], whatif: WhatIf) -> list[str]:
+    """Nodes of restricted memory mode, wholly idle now, that the plan uses only in part while
+    pods it cannot take still wait."""
+    if not whatif.pending:
+        return []
+    return [
+        n.name
+        for n in plans
+        if _reloadable(n)
+        and _restricted(n)
+        and any(g.free for g in whatif.nodes[n.name].gpus.values())
+        and not all(g.free for g in whatif.nodes[n.name].gpus.values())
+    ]
+
+
+def _round(given: Given, *, set_aside: Sequence[str]) -> tuple[Plan, WhatIf]:
+    """The plan with ``set_aside`` nodes planned only after the rest (reloaded, or as they
+    are), and the imagined cluster it leaves."""
+    policy = given.policy
+    whatif = WhatIf(
+        (n.copy() for n in given.plans),
+        given.allocations,
+        given.demand,
+        policy.change_penalty,
+        given.order,
+    )
+    ledger = Ledger(policy, given.now, given.demand, given.budget)
+    for option in whatif.keep_promises():
+        ledger.record(whatif, option)
+    ledger.count(whatif.admit_on_fixed())
+    whatif.set_aside = set(set_aside)
     for option in _fill(whatif):
         ledger.record(whatif, option)
     _reload(whatif, ledger)
+    whatif.set_aside = set()
+    for option in _fill(whatif):
+        ledger.record(whatif, option)
     # What no reload provides for may still take partitions larger than it needs.
     whatif.strict = False
     for option in _fill(whatif):
         ledger.record(whatif, option)
     admitted = tuple(sorted(ledger.admitted, key=lambda a: a.position))
-    return Plan(tuple(ledger.decisions), tuple(ledger.deferrals), admitted)
+    promised = tuple(sorted(ledger.promised, key=lambda a: a.position))
+    answer = Plan(tuple(ledger.decisions), tuple(ledger.deferrals), admitted, promised)
+    return answer, whatif
+
+
+def _served(demand: Sequence[Waiting], answer: Plan) -> tuple[int, ...]:
+    """The memory a plan counts pods on, by QoS class, most urgent first: what the queue
+    serves first is compared first."""
+    served = [0] * len(QOS_RANK)
+    for counted in (*answer.admitted, *answer.promised):
+        request = demand[counted.position].request
+        served[QOS_RANK[request.qos]] += request.memory_bytes * request.partitions
+    return tuple(served)
+
+
+def _restricted(node: NodePlan) -> bool:
+    """Its memory mode forbids a compute mode that another memory mode it supports allows."""
+    allowed = {m for m in ComputeMode if is_compatible(m, node.memory)}
+    wider = {m for mem in node.snapshot.memory_caps for m in ComputeMode if is_compatible(m, mem)}
+    return bool(wider - allowed)
 
 
 def _fill(whatif: WhatIf) -> list[Option]:
@@ -106,18 +192,23 @@ def _reload(whatif: WhatIf, ledger: Ledger) -> None:
         for node in whatif.nodes.values():
             if not _reloadable(node):
                 continue
+            # A node set aside could also be used as it is: a reload must beat that.
+            kept = (
+                _after_reload(whatif, node, node.memory) if node.name in whatif.set_aside else None
+            )
+            base = 0 if kept is None else sum(o.placed_bytes for o in _fill(kept))
             for memory in sorted(node.snapshot.memory_caps - {node.memory}):
                 trial = _after_reload(whatif, node, memory)
                 options = _fill(trial)
                 gain = sum(o.placed_bytes for o in options)
-                enough = gain >= ledger.policy.reload_min_gain_bytes
+                enough = gain - base >= ledger.policy.reload_min_gain_bytes
                 if enough and (best is None or gain > best[0]) and _one_reload(node, trial):
                     best = (gain, node, memory, trial, options)
         if best is None:
             return
         _, node, memory, trial, options = best
         whatif.adopt(trial.nodes[node.name], options)
-        ledger.record_reload(whatif.nodes[node.name], options)
+        ledger.record_reload(whatif, whatif.nodes[node.name], options)
 
 
 def _reloadable(node: NodePlan) -> bool:
@@ -138,15 +229,23 @@ def _one_reload(node: NodePlan, trial: WhatIf) -> bool:
 
 
 def _after_reload(whatif: WhatIf, node: NodePlan, memory: MemoryMode) -> WhatIf:
-    """A one-node what-if of ``node`` after a reload into ``memory`` (every GPU in AUTO mode)."""
+    """A one-node what-if of ``node`` after a reload into ``memory`` (every GPU in AUTO mode);
+    in the memory mode it has, of the node as it is (every GPU in its mode)."""
     auto = auto_compute_mode(memory)
+    same = memory is node.memory
     gpus = {
-        i: GpuPlan(index=i, real=g.real, mode=auto, flexible=True, cooling=False)
+        i: GpuPlan(
+            index=i,
+            real=g.real,
+            mode=g.real if same else auto,
+            flexible=True,
+            cooling=g.cooling and same,
+        )
         for i, g in node.gpus.items()
     }
-    trial = WhatIf((NodePlan(node.snapshot, gpus, memory),), (), whatif.demand, whatif.penalty)
-    trial.pending = list(whatif.pending)
-    return trial
+    return WhatIf(
+        (NodePlan(node.snapshot, gpus, memory),), (), whatif.demand, whatif.penalty, whatif.pending
+    )
 
 
 def _gpus_with_allocations(

@@ -16,16 +16,32 @@ from mipart.placement import GIB, NodeCapacity, PartitionRequest
 
 
 @dataclass(frozen=True, slots=True)
+class Promise:
+    """Where a plan counted a pod: these partitions of ``node``, in ``compute_mode``.
+
+    The partitions may not exist yet (a change the plan decided or deferred will make them).
+    Given back to the next round with the pod, a promise is kept before anything else is
+    placed, so that no pod planned later takes the capacity counted for this one.
+    """
+
+    node: str
+    partition_ids: tuple[str, ...]
+    compute_mode: ComputeMode
+
+
+@dataclass(frozen=True, slots=True)
 class Waiting:
     """A pod that waits for a partition: queued behind the gate, or unschedulable.
 
     ``since`` comes from the pod (when it was gated or first found unschedulable), not from
     the planner's memory, so a restarted controller judges demand exactly as before.
+    ``promise`` is where the last round counted it, if anywhere.
     """
 
     request: PartitionRequest
     since: float
     name: str = ""
+    promise: Promise | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,7 +95,14 @@ class PlannerPolicy:
       the waiting replicas fill the partitions (hysteresis against marginal moves);
     - ``reload_min_gain_bytes``: waiting memory a memory-mode change must let fit to be
       worth a driver reload (all GPUs of the node, ~140 s);
-    - ``memory_cooldown_s``: a node waits this long between memory-mode changes.
+    - ``memory_cooldown_s``: a node waits this long between memory-mode changes;
+    - ``aging_s``: within its QoS class a pod is planned largest first (so small pods do not
+      spread over the GPUs large ones need), until it has waited this long: from then on it
+      goes before every younger pod of its class, oldest first;
+    - ``defragment`` (off by default): propose evicting the batch pods of a nearly empty GPU
+      (they hold at most ``defrag_max_used`` of its memory) when latency or standard pods
+      that still wait could use the GPU whole, for at least ``defrag_min_gain`` times the
+      memory evicted; at most ``defrag_per_round`` GPUs per round (docs/planner.md).
     """
 
     settle_s: float = 60.0
@@ -88,6 +111,11 @@ class PlannerPolicy:
     change_penalty: float = 0.25
     reload_min_gain_bytes: int = 96 * GIB
     memory_cooldown_s: float = 3600.0
+    aging_s: float = 900.0
+    defragment: bool = False
+    defrag_max_used: float = 0.5
+    defrag_min_gain: float = 1.5
+    defrag_per_round: int = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,30 +172,55 @@ class Deferral:
 
 
 @dataclass(frozen=True, slots=True)
-class Admission:
-    """A waiting pod that fits the layout as it is: release it now, held to ``compute_mode``.
+class Eviction:
+    """Defragmentation: evict these batch pods (by UID) from ``gpu`` of ``node`` so that the
+    GPU can become ``target`` for more urgent pods that wait (PlannerPolicy.defragment)."""
 
-    The plan counted the pod on partitions of that mode (on ``node``). Without the mode the
-    extender could bind it to any partition that fits — a 70 GiB replica to the idle SPX GPU
-    the plan keeps for a 70B one, when DPX partitions were counted for it — because binpack
-    scores a node's fullness as much as a partition's fit.
+    node: str
+    gpu: int
+    pod_uids: tuple[str, ...]
+    target: ComputeMode
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """A waiting pod the plan counted on ``promise``'s partitions.
+
+    Released (``Plan.admitted``), the pod is held to exactly those partitions while the plan
+    holds: without that the extender could bind it to any partition that fits, such as the
+    idle SPX GPU the plan keeps for a 70B replica, or the partitions counted for another pod.
+    Still waiting for a change (``Plan.promised``), the promise goes back to the next round.
     """
 
     position: int  # in the demand as given
-    compute_mode: ComputeMode
-    node: str
+    promise: Promise
+
+    @property
+    def node(self) -> str:
+        return self.promise.node
+
+    @property
+    def compute_mode(self) -> ComputeMode:
+        return self.promise.compute_mode
+
+    @property
+    def partition_ids(self) -> tuple[str, ...]:
+        return self.promise.partition_ids
 
 
 @dataclass(frozen=True, slots=True)
 class Plan:
     """The planner's answer for one round.
 
-    ``admitted`` are the pods that fit the layout as it is, in queue order; the others wait
-    for a change, a deferred change, or for capacity. Releasing only these keeps a pod from
-    taking a GPU the plan keeps for another (an 8B replica on the idle SPX GPU that a 70B
-    replica needs).
+    ``admitted`` are the pods that fit the layout as it is, in queue order; ``promised`` wait
+    for a change the plan decided or deferred, on the partitions it will make; the others wait
+    for capacity. Releasing only the admitted, each to its partitions, keeps a pod from taking
+    a GPU the plan keeps for another (an 8B replica on the idle SPX GPU a 70B replica needs).
     """
 
     decisions: tuple[Decision, ...]
     deferrals: tuple[Deferral, ...]
     admitted: tuple[Admission, ...]
+    promised: tuple[Admission, ...] = ()
+    evictions: tuple[Eviction, ...] = ()

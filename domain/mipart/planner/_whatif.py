@@ -11,10 +11,36 @@ from __future__ import annotations
 from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass, replace
 
-from mipart.geometry import ComputeMode, MemoryMode, is_compatible
-from mipart.placement import QOS_RANK, Allocation, ClusterView, PartitionRequest, allocation_for
+from mipart.geometry import ComputeMode, MemoryMode, gpu_of_partition_id, is_compatible
+from mipart.placement import (
+    QOS_RANK,
+    Allocation,
+    ClusterView,
+    NodeCapacity,
+    PartitionRequest,
+    PlacementConflict,
+    allocation_for,
+)
 from mipart.planner._nodes import GpuPlan, NodePlan, natural_over
-from mipart.planner._types import Admission, Waiting
+from mipart.planner._types import Admission, PlannerPolicy, Promise, Waiting
+
+
+@dataclass(frozen=True, slots=True)
+class Given:
+    """What one planning round starts from: the nodes as planned at the start, the
+    allocations, the demand in queue order and in packing order, the clock and the policy."""
+
+    plans: tuple[NodePlan, ...]
+    allocations: tuple[Allocation, ...]
+    demand: Sequence[Waiting]
+    order: Sequence[int]
+    now: float
+    policy: PlannerPolicy
+
+    @property
+    def budget(self) -> int:
+        """GPUs that may start changing this round (the cluster-wide bound)."""
+        return self.policy.max_changing - sum(n.snapshot.changing for n in self.plans)
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,21 +71,25 @@ class WhatIf:
         allocations: Iterable[Allocation],
         demand: Sequence[Waiting],
         penalty: float,
+        order: Sequence[int],
     ) -> None:
         self.nodes = {node.name: node for node in nodes}
         self.demand = demand
         self.penalty = penalty  # what a change counts against an option (PlannerPolicy)
-        self.pending = list(range(len(demand)))
+        self.pending = list(order)  # positions in the demand not provided for, in packing order
+        self.set_aside: set[str] = set()  # nodes options() does not offer (see plan)
         self._natural: dict[tuple[frozenset[MemoryMode], int], list[ComputeMode | None]] = {}
         self.strict = True
         self._tried: dict[Hashable, Option | None] = {}
         self.view = ClusterView((n.capacity() for n in self.nodes.values()), allocations)
 
-    def admit_on_fixed(self) -> list[Admission]:
-        """Place, in queue order, the pods that fit the partitions no plan can change (those of
-        busy GPUs, and of GPUs switching to a mode already asked for), as the extender would:
-        best score, then node name. Those on partitions that exist now are admitted."""
+    def admit_on_fixed(self) -> tuple[list[Admission], list[Admission]]:
+        """Place, in packing order, the pods that fit the partitions no plan can change (those
+        of busy GPUs, and of GPUs switching to a mode already asked for), as the extender
+        would: best score, then node name. Those on partitions that exist now are admitted,
+        those on switching GPUs promised."""
         admitted: list[Admission] = []
+        promised: list[Admission] = []
         placed: list[int] = []
         failed: set[PartitionRequest] = set()
         for pos in self.pending:
@@ -70,14 +100,58 @@ class WhatIf:
             if best is None:
                 failed.add(request)
                 continue
-            self.view.reserve(allocation_for(best, request, pod=_pod(pos), pod_uid=_pod(pos)))
+            allocation = allocation_for(best, request, pod=_pod(pos), pod_uid=_pod(pos))
+            self.view.reserve(allocation)
             placed.append(pos)
-            # A pod counted on a GPU that is still switching waits for it to land.
             node = self.nodes[best.node]
-            if all(node.is_real(gpu) for gpu in best.gpus):
-                admitted.append(Admission(pos, best.compute_mode, best.node))
+            promise = Promise(best.node, allocation.partition_ids, best.compute_mode)
+            # A pod counted on a GPU that is still switching waits for it to land.
+            ready = all(node.is_real(gpu) for gpu in best.gpus)
+            (admitted if ready else promised).append(Admission(pos, promise))
         self._forget(placed)
-        return admitted
+        return admitted, promised
+
+    def keep_promises(self) -> list[Option]:
+        """Count every pod that was promised partitions on them again, where they can still
+        be had: each GPU in the promised mode already (or switching to it), or free for the
+        plan to give that mode; the partitions free. One option per node and mode, committed;
+        a promise that cannot be kept is dropped and its pod planned like any other."""
+        kept: dict[tuple[str, ComputeMode], list[tuple[int, Promise]]] = {}
+        for pos in self.pending:
+            promise = self.demand[pos].promise
+            if promise is not None and self._keepable(promise):
+                kept.setdefault((promise.node, promise.compute_mode), []).append((pos, promise))
+        options: list[Option] = []
+        for (name, mode), promises in kept.items():
+            node = self.nodes[name]
+            gpus = sorted({_gpu(pid) for _, p in promises for pid in p.partition_ids})
+            capacity = node.capacity(dict.fromkeys(gpus, mode))
+            trial = ClusterView((capacity,), self.view.allocations(name))
+            placements: list[tuple[int, Allocation]] = []
+            for pos, promise in promises:
+                request = self.demand[pos].request
+                allocation = Allocation(_pod(pos), _pod(pos), name, promise.partition_ids,
+                                        request.memory_bytes, request.sharing)  # fmt: skip
+                try:
+                    trial.reserve(allocation)
+                except PlacementConflict:
+                    continue  # taken meanwhile, or no longer there: plan the pod afresh
+                placements.append((pos, allocation))
+            if placements:
+                option = self._described(node, mode, tuple(gpus), placements, capacity)
+                self.commit(option)
+                options.append(option)
+        return options
+
+    def _keepable(self, promise: Promise) -> bool:
+        node = self.nodes.get(promise.node)
+        if node is None or not is_compatible(promise.compute_mode, node.memory):
+            return False
+        for pid in promise.partition_ids:
+            gpu = node.gpus.get(_gpu(pid))
+            if gpu is None or not (gpu.free or gpu.mode is promise.compute_mode):
+                return False
+        return True
 
     def options(self) -> list[Option]:
         """For every node with free GPUs and every mode: the option that gives that mode to as
@@ -87,7 +161,7 @@ class WhatIf:
         found: list[Option] = []
         for node in self.nodes.values():
             free = [g for g in node.gpus.values() if g.free]
-            if not free:
+            if not free or node.name in self.set_aside:
                 continue
             signature = node.signature(self.view.allocations(node.name))
             natural = self._natural_on(node)
@@ -132,7 +206,6 @@ class WhatIf:
     ) -> Option | None:
         capacity = node.capacity(dict.fromkeys(gpus, mode))
         trial = ClusterView((capacity,), self.view.allocations(node.name))
-        sizes = {p.geometry.id: p.geometry.memory_bytes for p in capacity.partitions}
         placements: list[tuple[int, Allocation]] = []
         # Capacity only shrinks while the trial fills, so a request that failed fails again.
         failed: set[PartitionRequest] = set()
@@ -150,12 +223,24 @@ class WhatIf:
             placements.append((pos, allocation))
         if not placements:
             return None
+        return self._described(node, mode, gpus, placements, capacity)
+
+    def _described(
+        self,
+        node: NodePlan,
+        mode: ComputeMode,
+        gpus: tuple[int, ...],
+        placements: list[tuple[int, Allocation]],
+        capacity: NodeCapacity,
+    ) -> Option:
+        sizes = {p.geometry.id: p.geometry.memory_bytes for p in capacity.partitions}
         used = {pid for _, a in placements for pid in a.partition_ids}
         return Option(
             node=node.name,
             mode=mode,
             gpus=gpus,
-            changes=tuple(g for g in gpus if node.changes(g, mode)),
+            # Only a GPU the plan has not given a mode yet changes: one switching already does not.
+            changes=tuple(g for g in gpus if node.gpus[g].free and node.changes(g, mode)),
             placements=tuple(placements),
             placed_bytes=sum(a.total_bytes for _, a in placements),
             used_bytes=sum(sizes[pid] for pid in used),
@@ -183,16 +268,18 @@ class WhatIf:
             self.view.reserve(allocation)
         self._forget(pos for pos, _ in placements)
 
-    def releasable(self, option: Option) -> list[Admission]:
-        """The option's pods whose partitions all stay as the hardware has them."""
+    def counted(self, option: Option) -> tuple[list[Admission], list[Admission]]:
+        """The option's pods as admissions: those whose partitions all stay as the hardware
+        has them (release them now), and those that wait for a change (promises)."""
         node = self.nodes[option.node]
         parts = node.snapshot.capacity.partitions
         real = {p.geometry.id for p in parts if node.is_real(p.geometry.gpu_index)}
-        return [
-            Admission(pos, option.mode, option.node)
-            for pos, a in option.placements
-            if set(a.partition_ids) <= real
-        ]
+        admitted: list[Admission] = []
+        promised: list[Admission] = []
+        for pos, allocation in option.placements:
+            counted = Admission(pos, Promise(option.node, allocation.partition_ids, option.mode))
+            (admitted if set(allocation.partition_ids) <= real else promised).append(counted)
+        return admitted, promised
 
     def _natural_on(self, node: NodePlan) -> list[ComputeMode | None]:
         """Every pod's natural mode on ``node``, by position in the demand.
@@ -224,6 +311,10 @@ def _on(option: Option, node: str) -> Option:
         return option
     placements = tuple((pos, replace(a, node=node)) for pos, a in option.placements)
     return replace(option, node=node, placements=placements)
+
+
+def _gpu(partition_id: str) -> int:
+    return -1 if (gpu := gpu_of_partition_id(partition_id)) is None else gpu
 
 
 def _pod(position: int) -> str:

@@ -23,6 +23,7 @@ from mipart.placement import (
     ClusterView,
     NodeCapacity,
     PartitionRequest,
+    QosClass,
     Sharing,
     allocation_for,
 )
@@ -32,6 +33,7 @@ from mipart.planner import (
     NodeSnapshot,
     Plan,
     PlannerPolicy,
+    Promise,
     Waiting,
     plan,
 )
@@ -221,6 +223,132 @@ def test_a_change_must_fill_partitions_better_than_keeping_the_mode() -> None:
     assert [a.compute_mode for a in keep.admitted] == [DPX]
 
 
+# --- held capacity and packing order ----------------------------------------------------------
+
+
+def test_a_promise_outlives_a_more_urgent_pod_that_arrives_meanwhile() -> None:
+    # Round 1: a 70B replica waits for idle GPU 0 (CPX, still cooling) to become SPX; the
+    # change is deferred and the pod promised the SPX partition it will make.
+    policy = PlannerPolicy(cooldown_s=600)
+    node = snapshot("n0", CPX, gpu_changed_at={0: -100.0})
+    first = plan([node], [], [Waiting(BIG, LONG_AGO, "a")], now=NOW, policy=policy)
+    assert [d.hold for d in first.deferrals] == [Hold.COOLDOWN]
+    (promise,) = [a.promise for a in first.promised]
+    assert (promise.node, promise.partition_ids, promise.compute_mode) == (
+        "n0",
+        ("gpu0-spx-0",),
+        SPX,
+    )
+    # Round 2: the cool-down is over, and a latency pod of the same shape now waits ahead of
+    # it in the queue. The change is made, for the pod it was promised to.
+    urgent = replace(BIG, qos=QosClass.LATENCY)
+    later = 700.0
+    demand = [Waiting(urgent, LONG_AGO, "b"), Waiting(BIG, LONG_AGO, "a", promise)]
+    second = plan([node], [], demand, now=later, policy=policy)
+    assert compute_changes(second) == [("n0", 0, CPX, SPX)]
+    assert [(a.position, a.promise) for a in second.promised] == [(1, promise)]
+    # Without the promise the latency pod would have taken it: the test can tell.
+    forgotten = [demand[0], replace(demand[1], promise=None)]
+    assert [a.position for a in plan([node], [], forgotten, now=later, policy=policy).promised] == [
+        0
+    ]
+
+
+def test_a_promise_that_cannot_be_kept_is_dropped() -> None:
+    # The promised partition was taken by a pod the plan did not place (a bind raced it).
+    node = snapshot("n0", SPX, SPX)
+    taken = Allocation("x", "x", "n0", ("gpu0-spx-0",), 100 * GI, EXCLUSIVE)
+    promise = Promise("n0", ("gpu0-spx-0",), SPX)
+    result = plan([node], [taken], [Waiting(BIG, LONG_AGO, "a", promise)], now=NOW)
+    assert [(a.node, a.partition_ids) for a in result.admitted] == [("n0", ("gpu1-spx-0",))]
+
+
+def test_within_a_class_the_largest_pods_are_planned_first() -> None:
+    # One idle CPX GPU (8 partitions), 16 small replicas: the 8 largest are admitted, whatever
+    # their place in the queue.
+    sizes = [5 * GI + i * GI for i in range(16)]  # the last ones are the largest
+    demand = [Waiting(PartitionRequest(m, sharing=EXCLUSIVE), LONG_AGO, f"p{i}")
+              for i, m in enumerate(sizes)]  # fmt: skip
+    result = plan([snapshot("n0", CPX)], [], demand, now=NOW)
+    assert sorted(a.position for a in result.admitted) == list(range(8, 16))
+
+
+def test_a_pod_that_has_waited_past_the_aging_bound_goes_first_in_its_class() -> None:
+    policy = PlannerPolicy(aging_s=600)
+    small = PartitionRequest(10 * GI, sharing=EXCLUSIVE)
+    large = PartitionRequest(20 * GI, sharing=EXCLUSIVE)
+    demand = [Waiting(small, -700.0, "old"), *[Waiting(large, -30.0, f"new{i}") for i in range(8)]]
+    result = plan([snapshot("n0", CPX)], [], demand, now=NOW, policy=policy)
+    assert 0 in {a.position for a in result.admitted}
+    # Not yet aged, it would wait behind the larger pods.
+    young = plan([snapshot("n0", CPX)], [], demand, now=NOW, policy=PlannerPolicy(aging_s=900))
+    assert 0 not in {a.position for a in young.admitted}
+
+
+def test_a_later_class_never_goes_before_an_earlier_one_by_size() -> None:
+    big_batch = replace(replace(SMALL, memory_bytes=20 * GI), qos=QosClass.BATCH)
+    demand = [Waiting(big_batch, LONG_AGO, f"b{i}") for i in range(8)]
+    demand += [Waiting(SMALL, LONG_AGO, f"s{i}") for i in range(8)]
+    result = plan([snapshot("n0", CPX)], [], demand, now=NOW)
+    assert sorted(a.position for a in result.admitted) == list(range(8, 16))
+
+
+# --- defragmentation (opt-in) ----------------------------------------------------------------
+
+DEFRAG = PlannerPolicy(defragment=True)
+
+
+def _cpx_gpu_with(
+    pods: dict[str, QosClass], node: str = "n0"
+) -> tuple[list[Allocation], dict[str, QosClass]]:
+    """Small pods on CPX partitions of GPU 0; GPU 1 (SPX) is busy with a latency pod."""
+    allocations = [Allocation(uid, uid, node, (partition_id(0, CPX, i),), 18 * GI, EXCLUSIVE)
+                   for i, uid in enumerate(pods)]  # fmt: skip
+    allocations.append(Allocation("keep", "keep", node, ("gpu1-spx-0",), 100 * GI, EXCLUSIVE))
+    return allocations, {**pods, "keep": QosClass.LATENCY}
+
+
+def test_defragmentation_frees_a_nearly_empty_batch_gpu_for_a_waiting_standard_pod() -> None:
+    allocations, classes = _cpx_gpu_with({"b0": QosClass.BATCH, "b1": QosClass.BATCH})
+    node = snapshot("n0", CPX, SPX)
+    demand = [Waiting(BIG, LONG_AGO, "llama-70b")]
+    result = plan([node], allocations, demand, now=NOW, policy=DEFRAG, classes=classes)
+    assert [(e.node, e.gpu, e.pod_uids, e.target) for e in result.evictions] == [
+        ("n0", 0, ("b0", "b1"), SPX)
+    ]
+    assert (
+        "evicting them lets it become SPX for 1 waiting more urgent pod"
+        in result.evictions[0].reason
+    )
+    # Off by default.
+    assert plan([node], allocations, demand, now=NOW, classes=classes).evictions == ()
+
+
+@pytest.mark.parametrize(
+    ("pods", "why"),
+    [
+        ({"b0": QosClass.BATCH, "s0": QosClass.STANDARD}, "a standard pod is never evicted"),
+        ({"b0": QosClass.BATCH, "l0": QosClass.LATENCY}, "a latency pod is never evicted"),
+        ({f"b{i}": QosClass.BATCH for i in range(6)}, "more than half the GPU is used"),
+    ],
+)
+def test_defragmentation_leaves_alone(pods: dict[str, QosClass], why: str) -> None:
+    allocations, classes = _cpx_gpu_with(pods)
+    demand = [Waiting(BIG, LONG_AGO, "llama-70b")]
+    result = plan([snapshot("n0", CPX, SPX)], allocations, demand, now=NOW, policy=DEFRAG,
+                  classes=classes)  # fmt: skip
+    assert result.evictions == (), why
+
+
+def test_defragmentation_evicts_only_for_more_urgent_pods_and_known_classes() -> None:
+    allocations, classes = _cpx_gpu_with({"b0": QosClass.BATCH})
+    node = snapshot("n0", CPX, SPX)
+    batch = [Waiting(replace(BIG, qos=QosClass.BATCH), LONG_AGO, "batch-70b")]
+    assert plan([node], allocations, batch, now=NOW, policy=DEFRAG, classes=classes).evictions == ()
+    standard = [Waiting(BIG, LONG_AGO, "llama-70b")]
+    assert plan([node], allocations, standard, now=NOW, policy=DEFRAG).evictions == ()
+
+
 # --- memory modes ---------------------------------------------------------------------------
 
 
@@ -260,6 +388,20 @@ def test_small_replicas_leave_an_nps2_node_idle_for_a_reload_rather_than_waste_d
     kinds = [type(d).__name__ for d in result.decisions]
     assert kinds[0] == "MemoryChange"
     assert Counter(c[3] for c in compute_changes(result)) == {CPX: 2}
+
+
+def test_an_nps4_node_is_reloaded_rather_than_used_in_part_when_larger_pods_wait() -> None:
+    # QPX replicas could use the idle NPS4 node as it is, but only two of its GPUs; the DPX
+    # replicas that wait for more than the NPS1 node holds need it reloaded into NPS1.
+    qpx = PartitionRequest(40 * GI, sharing=EXCLUSIVE)
+    dpx = PartitionRequest(90 * GI, sharing=EXCLUSIVE)
+    nodes = [snapshot("a", *[SPX] * 8), snapshot("b", *[CPX] * 8, memory=NPS4)]
+    demand = [*waiting(qpx, 8), *waiting(dpx, 40)]
+    result = plan(nodes, [], demand, now=NOW, policy=PlannerPolicy(max_changing=16))
+    memory = [(d.node, d.target) for d in result.decisions if isinstance(d, MemoryChange)]
+    assert memory == [("b", NPS1)]
+    counted = [demand[a.position].request for a in (*result.admitted, *result.promised)]
+    assert counted.count(dpx) == 32
 
 
 def test_natural_mode_is_the_smallest_partition_that_holds_the_pod() -> None:
@@ -324,6 +466,24 @@ def test_every_plan_keeps_the_rules(
     assert changing <= max(bound, sum(n.changing for n in nodes))
     positions = [a.position for a in result.admitted]
     assert positions == sorted(set(positions))
+    assert not set(positions) & {a.position for a in result.promised}
+    # Defragmentation evicts only batch pods, and every pod on the GPU it frees.
+    classes = {a.pod_uid: list(QosClass)[i % 3] for i, a in enumerate(allocations)}
+    freeing = plan(nodes, allocations, demand, now=NOW, classes=classes,
+                   policy=replace(policy, defragment=True, defrag_max_used=1.0))  # fmt: skip
+    for eviction in freeing.evictions:
+        on_gpu = {a.pod_uid for a in allocations if a.node == eviction.node
+                  and eviction.gpu in {gpu_of(p) for p in a.partition_ids}}  # fmt: skip
+        assert set(eviction.pod_uids) == on_gpu
+        assert all(classes[uid] is QosClass.BATCH for uid in eviction.pod_uids)
+    # Every admitted pod can be bound to exactly the partitions it was counted on, all at once.
+    view = ClusterView((n.capacity for n in nodes), allocations)
+    for admission in result.admitted:
+        request = demand[admission.position].request
+        assert len(admission.partition_ids) == request.partitions
+        view.reserve(Allocation(f"a{admission.position}", f"a{admission.position}",
+                                admission.node, admission.partition_ids, request.memory_bytes,
+                                request.sharing))  # fmt: skip
 
 
 def _gpus_changed(result: Plan, nodes: dict[str, NodeSnapshot]) -> list[int]:

@@ -1,0 +1,140 @@
+"""Demand that turns over, for the packing benchmark: epochs in which some Deployments leave and
+new ones arrive (traces.churn), through the simulated cluster (packing_sim.Cluster).
+
+At the end of each epoch the memory placed is compared with the exact optimum for the pods
+present then (packing_ilp), which may put every pod anywhere: the planner cannot move a bound
+pod, so what earlier epochs left where they are is part of what this measures. The waits are
+per QoS class and per size (the pod's natural compute mode), and a pod counts as *overtaken*
+when, after it waited longer than the planner's aging bound (plus the time a change takes), a
+younger pod of its size and of its class or a less urgent one was bound to partitions it fits:
+what aging promises never happens.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+from hack.bench import packing_ilp
+from hack.bench.packing_sim import Cluster, Timing
+from hack.bench.report import percentile, print_table
+from hack.bench.traces import GPUS_PER_NODE, churn
+from mipart.geometry import ComputeMode, MemoryMode, NodeLayout
+from mipart.placement import PartitionRequest, QosClass
+from mipart.planner import PlannerPolicy, natural_mode
+
+GIB = 2**30
+
+
+@dataclass(slots=True)
+class Turnover:
+    """One run over the epochs of a churn trace."""
+
+    start: str
+    shares: list[float] = field(default_factory=list)  # memory placed / optimum, per epoch
+    # the same for the latency and standard classes together, which defragmentation serves
+    urgent: list[float] = field(default_factory=list)
+    waits: dict[tuple[QosClass, ComputeMode], list[float]] = field(
+        default_factory=lambda: defaultdict(list)
+    )
+    still_waiting: dict[tuple[QosClass, ComputeMode], int] = field(
+        default_factory=lambda: defaultdict(int)
+    )
+    overtaken: set[str] = field(default_factory=set)
+    evictions: int = 0
+    changes: int = 0
+    reloads: int = 0
+
+
+def run(
+    kind: str,
+    seed: int,
+    layouts: dict[str, NodeLayout],
+    start: str,
+    *,
+    epochs: int,
+    epoch_s: float,
+    policy: PlannerPolicy,
+) -> Turnover:
+    trace = churn(kind, seed=seed, nodes=len(layouts), epochs=epochs)
+    cluster = Cluster(layouts, planner=policy)
+    timing = Timing()
+    cluster.aging_after_s = policy.aging_s + policy.settle_s + timing.reload_s + timing.step_s
+    result = Turnover(start)
+    present: dict[str, PartitionRequest] = {}
+    for epoch, deployments in enumerate(trace.epochs):
+        wanted = {f"{d.name}-{i}": d.request for d in deployments for i in range(d.replicas)}
+        cluster.depart(name for name in present if name not in wanted)
+        cluster.arrive((n, r) for n, r in wanted.items() if n not in present)
+        present = wanted
+        end = (epoch + 1) * epoch_s
+        while cluster.now < end:
+            cluster.tick()
+        requests = list(present.values())
+        best = packing_ilp.solve(requests, list(layouts), GPUS_PER_NODE, time_limit=60)
+        placed = sum(a.total_bytes for a in cluster.view.allocations())
+        result.shares.append(placed / sum(a.total_bytes for a in best.allocations))
+        urgent = sum(
+            a.total_bytes
+            for a in cluster.view.allocations()
+            if cluster.requests[a.pod].qos is not QosClass.BATCH
+        )
+        optimum = sum(
+            a.total_bytes
+            for a in best.allocations
+            if requests[int(a.pod)].qos is not QosClass.BATCH
+        )
+        result.urgent.append(urgent / optimum if optimum else 1.0)
+    for name, request in present.items():
+        key = (request.qos, _size(request))
+        if name in cluster.bound:
+            continue
+        result.still_waiting[key] += 1
+    for name, bound_at in cluster.bound_at.items():
+        request = cluster.requests[name]
+        result.waits[(request.qos, _size(request))].append(bound_at - cluster.arrived_at[name])
+    result.overtaken = cluster.overtaken
+    result.evictions = cluster.stats.evictions
+    result.changes = cluster.stats.compute_changes
+    result.reloads = cluster.stats.memory_changes
+    return result
+
+
+def _spread(shares: list[float]) -> str:
+    return f"{100 * min(shares):.1f} / {100 * sum(shares) / len(shares):.1f}"
+
+
+def _size(request: PartitionRequest) -> ComputeMode:
+    mode = natural_mode(request, MemoryMode.NPS1, GPUS_PER_NODE)
+    assert mode is not None
+    return mode
+
+
+def show(kind: str, seed: int, runs: list[tuple[str, Turnover]], epochs: int, epoch_s: float,
+         aging_s: float) -> None:  # fmt: skip
+    print(f"\nturnover ({kind}, seed {seed}): {epochs} epochs of {epoch_s / 60:g} min; at each "
+          "new epoch every Deployment leaves with probability 0.3 and new ones arrive until "
+          "the load is back")  # fmt: skip
+    headers = ["run", "of optimum per epoch (worst / mean)", "latency+standard (worst / mean)",
+               "GPU changes", "reloads", "evictions", "overtaken after aging"]  # fmt: skip
+    rows = [
+        [name, _spread(r.shares), _spread(r.urgent), r.changes, r.reloads, r.evictions,
+         len(r.overtaken)]
+        for name, r in runs
+    ]  # fmt: skip
+    print_table(headers, rows)
+    print(f"waits from arrival to bind, minutes (aging bound {aging_s / 60:g} min; 'waiting': "
+          "not placed at the end)")  # fmt: skip
+    headers = ["run", "class", "size", "placed", "p50", "p95", "max", "waiting"]
+    rows = []
+    for name, r in runs:
+        for qos in QosClass:
+            for mode in sorted(ComputeMode, key=lambda m: m.partition_count):
+                waits = r.waits.get((qos, mode), [])
+                left = r.still_waiting.get((qos, mode), 0)
+                if not waits and not left:
+                    continue
+                figures = [f"{percentile(waits, q) / 60:.1f}" if waits else "-"
+                           for q in (50, 95, 100)]  # fmt: skip
+                rows.append([name, qos.value, mode.value, len(waits), *figures, left])
+    print_table(headers, rows)
