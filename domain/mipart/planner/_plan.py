@@ -80,17 +80,17 @@ def plan(
 
 def _choose(given: Given) -> Plan:
     plans, demand = given.plans, given.demand
-    first, whatif = _round(given, set_aside=())
+    first, whatif = _round(given)
     # A node whose memory mode allows only some compute modes (NPS2: DPX; NPS4: QPX, CPX) can
     # be reloaded while it is wholly idle; once the plan puts a pod on it, it cannot. If the
-    # plan used such a node only in part, and pods it cannot take still wait, plan it again
-    # last, where a reload competes with using it as it is, and keep the plan that serves more.
+    # plan used such a node only in part while pods it cannot take still wait, plan the round
+    # again with those nodes last, where a reload competes with using them as they are. Keep
+    # the plan that serves more, class by class; on a tie the one that strands fewer GPUs.
     stranded = _stranded(plans, whatif)
     if not stranded:
         return first
     restricted = [n.name for n in plans if _reloadable(n) and _restricted(n)]
     second, again = _round(given, set_aside=restricted)
-    # Equal service: the plan that strands fewer GPUs, so the next round need not try again.
     better = (_served(demand, second), -len(_stranded(plans, again))) > (
         _served(demand, first),
         -len(stranded),
@@ -113,8 +113,8 @@ def _stranded(plans: Sequence[NodePlan], whatif: WhatIf) -> list[str]:
     ]
 
 
-def _round(given: Given, *, set_aside: Sequence[str]) -> tuple[Plan, WhatIf]:
-    """The plan with ``set_aside`` nodes planned only after the rest (reloaded, or as they
+def _round(given: Given, *, set_aside: Sequence[str] = ()) -> tuple[Plan, WhatIf]:
+    """The plan, with ``set_aside`` nodes planned only after the rest (reloaded, or as they
     are), and the imagined cluster it leaves."""
     policy = given.policy
     whatif = WhatIf(
@@ -125,10 +125,12 @@ def _round(given: Given, *, set_aside: Sequence[str]) -> tuple[Plan, WhatIf]:
         given.order,
     )
     ledger = Ledger(policy, given.now, given.demand, given.budget)
+    # Promises on a node set aside are for changes not made yet (it is wholly idle): planned
+    # again with the rest, a reload may serve more.
+    whatif.set_aside = set(set_aside)
     for option in whatif.keep_promises():
         ledger.record(whatif, option)
     ledger.count(whatif.admit_on_fixed())
-    whatif.set_aside = set(set_aside)
     for option in _fill(whatif):
         ledger.record(whatif, option)
     _reload(whatif, ledger)

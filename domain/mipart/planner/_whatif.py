@@ -145,7 +145,9 @@ class WhatIf:
 
     def _keepable(self, promise: Promise) -> bool:
         node = self.nodes.get(promise.node)
-        if node is None or not is_compatible(promise.compute_mode, node.memory):
+        if node is None or node.name in self.set_aside:
+            return False
+        if not is_compatible(promise.compute_mode, node.memory):
             return False
         for pid in promise.partition_ids:
             gpu = node.gpus.get(_gpu(pid))
