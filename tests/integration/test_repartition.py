@@ -15,6 +15,7 @@ from hack.devcluster import kube, queue_scenario
 from hack.devcluster.controlplane import ControlPlane
 from hack.devcluster.procs import wait_until
 from hack.devcluster.stack import Stack
+from mipart.contract import planned_partitions
 
 pytestmark = pytest.mark.integration
 GIB = 2**30
@@ -49,9 +50,11 @@ def test_an_idle_cpx_gpu_becomes_spx_for_a_waiting_70b_pod(
 
     wait_until("the 70B pod bound", lambda: allocation() is not None, timeout=120)
     assert allocation()["partitions"] == ["gpu7-spx-0"]  # type: ignore[index]
-    # Released held to the mode the plan counted it on.
+    # Released held to the mode the plan counted it on, and to the partition it promised.
     annotations = core.read_namespaced_pod("llama-70b", namespace).metadata.annotations
     assert annotations["mipart.io/planned-mode"] == "SPX"
+    hold = planned_partitions.decode(annotations["mipart.io/planned-partitions"])
+    assert (hold.node, hold.partition_ids) == (node, ("gpu7-spx-0",))
     modes = {g["index"]: g["compute_partition"] for g in daemon.show()["gpus"]}
     assert modes == {**dict.fromkeys(range(7), "CPX"), 7: "SPX"}
     gpunode = kube.gpunode(api, node)

@@ -22,6 +22,12 @@ ALLOCATION = PREFIX + "allocation"
 # Written by mipart-controller when it releases a pod of partition-mode "any": the mode the
 # re-partition planner counted the pod on, which placement then holds it to.
 PLANNED_MODE = PREFIX + "planned-mode"
+# Written by mipart-controller in the same patch, for a pod the planner admitted: the node and
+# partitions the plan counted the pod on, and until when (UTC) the pod is held to exactly
+# those. Read by the extender (filter, prioritize and bind honour it until it expires) and by
+# the controller (the held partitions count as taken until the pod is bound). Its text form:
+# mipart.contract.planned_partitions.
+PLANNED_PARTITIONS = PREFIX + "planned-partitions"
 # On a GPUNode, written and read by mipart-controller: when each GPU's mode last changed
 # (the planner's cool-down survives a controller restart).
 CHANGED_AT = PREFIX + "changed-at"

@@ -126,18 +126,24 @@ class ClusterView:
         lock as the evaluation that chose the partitions. Reserving the same allocation twice
         is a no-op (a retried bind); a different allocation for the same pod is a conflict.
         """
-        existing = self._allocations.get(allocation.pod_uid)
-        if existing == allocation:
-            return
-        if existing is not None:
-            raise PlacementConflict(
-                f"{allocation.pod} already holds an allocation on {existing.node}"
-            )
-        state = self._nodes.get(allocation.node)
-        problem = reasons.UNKNOWN_NODE if state is None else state.conflict(allocation)
+        problem = self.conflict(allocation)
         if problem is not None:
+            if allocation.pod_uid in self._allocations:
+                raise PlacementConflict(f"{allocation.pod} {problem}")
             raise PlacementConflict(f"{allocation.pod} on {allocation.node}: {problem}")
         self.add_allocation(allocation)
+
+    def conflict(self, allocation: Allocation) -> str | None:
+        """Why reserve() would refuse ``allocation`` (the pod's name left out), or None: the
+        same rules, and nothing recorded. The extender's filter asks it of a pod that the
+        re-partition planner holds to given partitions."""
+        existing = self._allocations.get(allocation.pod_uid)
+        if existing == allocation:
+            return None
+        if existing is not None:
+            return f"already holds an allocation on {existing.node}"
+        state = self._nodes.get(allocation.node)
+        return reasons.UNKNOWN_NODE if state is None else state.conflict(allocation)
 
     def _reindex(self, name: str, before: dict[LimitKey, int], after: dict[LimitKey, int]) -> None:
         """Called after every change to a node: its limits and cached answers are stale."""

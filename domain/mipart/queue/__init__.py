@@ -7,6 +7,8 @@ from __future__ import annotations
 from mipart.queue._order import (
     CLASS_ORDER,
     DEFAULT_POLICY,
+    Counted,
+    HeldPartitions,
     QueuedPod,
     QueuePolicy,
     Round,
@@ -24,6 +26,8 @@ __all__ = [
     "CLASS_ORDER",
     "DEFAULT_POLICY",
     "Awaiting",
+    "Counted",
+    "HeldPartitions",
     "Preemption",
     "QueuePolicy",
     "QueuedPod",

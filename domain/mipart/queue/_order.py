@@ -9,19 +9,23 @@ Aging: a pod that does not fit yet may be passed by later, smaller pods of its c
 lower one (backfill), but only while it is young. Once it has waited ``bypass_after_s``, nothing
 behind it is released until it fits: the room freed by finishing pods then accumulates for it
 instead of being taken by a stream of small ones. Higher classes still go first.
+
+Holds: a pod the re-partition planner counted on given partitions (``QueuedPod.held``) has its
+room set aside on exactly those, released or not yet, and is released only if they are free.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from typing import Protocol
 
 from mipart.geometry import ComputeMode
 from mipart.placement import (
     QOS_RANK,
+    Allocation,
     ClusterView,
     PartitionRequest,
-    Placement,
     PlacementConflict,
     QosClass,
     allocation_for,
@@ -34,11 +38,34 @@ _HYPOTHETICAL = "queue:"
 
 
 @dataclass(frozen=True, slots=True)
+class HeldPartitions:
+    """The partitions of one node a pod is held to: where the re-partition planner counted
+    it (docs/queue.md#holds)."""
+
+    node: str
+    partition_ids: tuple[str, ...]
+
+
+class Counted(Protocol):
+    """Where a plan counted a pod (the planner's Promise is one)."""
+
+    @property
+    def node(self) -> str: ...
+
+    @property
+    def partition_ids(self) -> tuple[str, ...]: ...
+
+    @property
+    def compute_mode(self) -> ComputeMode: ...
+
+
+@dataclass(frozen=True, slots=True)
 class QueuedPod:
     key: str  # namespace/name
     uid: str
     request: PartitionRequest
     created: float  # seconds since the epoch: the pod's creation timestamp
+    held: HeldPartitions | None = None  # its room is set aside there, and only there
 
     @property
     def qos(self) -> QosClass:
@@ -62,7 +89,9 @@ class Waiting:
 
 @dataclass(frozen=True, slots=True)
 class Round:
-    released: tuple[tuple[QueuedPod, Placement], ...] = ()
+    # Each with the room set aside for it: where the scheduler most likely puts it, or the
+    # partitions it is held to.
+    released: tuple[tuple[QueuedPod, Allocation], ...] = ()
     waiting: tuple[Waiting, ...] = ()
     # Pods released earlier and still unbound, for which no room could be set aside.
     unplaced_in_flight: tuple[str, ...] = field(default=())
@@ -80,17 +109,25 @@ def order(pods: Iterable[QueuedPod]) -> list[QueuedPod]:
 
 
 def hold_to_plan(
-    queued: Iterable[QueuedPod], modes: Mapping[str, ComputeMode]
+    queued: Iterable[QueuedPod], admitted: Mapping[str, Counted | ComputeMode]
 ) -> tuple[list[QueuedPod], list[QueuedPod]]:
-    """Follow the re-partition planner's admissions (pod UID -> the compute mode it counted
-    the pod on): an admitted pod of mode "any" is held to that mode, so it does not take the
-    partition the plan keeps for another (an 8B replica on the idle SPX GPU a 70B one waits
-    for); one it did not admit waits for its plan. Pods that asked for a mode, and latency
-    pods (which may preempt instead), are not held back. Returns (eligible, held back)."""
+    """Follow the re-partition planner's admissions (pod UID -> where it counted the pod, or
+    only the compute mode): an admitted pod is held to those partitions, and one of mode
+    "any" to that mode, so it does not take the partition the plan keeps for another (an 8B
+    replica on the idle SPX GPU a 70B one waits for, or the CPX partition counted for the
+    next 8B replica); one it did not admit waits for its plan. Pods that asked for a mode, and
+    latency pods (which may preempt instead), are not held back. Returns (eligible, held
+    back)."""
     eligible: list[QueuedPod] = []
     held_back: list[QueuedPod] = []
-    for pod in queued:
-        mode = modes.get(pod.uid)
+    for found in queued:
+        pod, counted = found, admitted.get(found.uid)
+        mode: ComputeMode | None
+        if counted is None or isinstance(counted, ComputeMode):
+            mode = counted
+        else:
+            mode = counted.compute_mode
+            pod = replace(pod, held=HeldPartitions(counted.node, tuple(counted.partition_ids)))
         if pod.request.compute_mode is not None:
             eligible.append(pod)
         elif mode is not None:
@@ -118,12 +155,16 @@ def plan_round(
     every pod released or set aside so far still reserved; while room is made for it, nothing
     after it is released (no backfill into the room it waits for).
 
+    A pod held to partitions (``QueuedPod.held``), released or not, has its room set aside on
+    exactly those, and is released only if they are free; it is not offered to ``preempt``
+    (the plan counted it there; the next plan sees what changed).
+
     ``view`` is used as a scratch pad (the caller holds its lock) and left as it was found.
     """
     reserved: list[str] = []
     try:
         unplaced = [pod.key for pod in in_flight if not _set_aside(view, pod, reserved)]
-        released: list[tuple[QueuedPod, Placement]] = []
+        released: list[tuple[QueuedPod, Allocation]] = []
         waiting: list[Waiting] = []
         blocked_by: QueuedPod | None = None
         preemption: object | None = None
@@ -134,14 +175,15 @@ def plan_round(
             elif len(released) >= budget:
                 reason = "release rate reached; next round"
             else:
-                placement = _set_aside(view, pod, reserved)
-                if placement is not None:
-                    released.append((pod, placement))
+                room = _set_aside(view, pod, reserved)
+                if room is not None:
+                    released.append((pod, room))
                     continue
                 reason = _no_room(view, pod)
                 if now - pod.created >= policy.bypass_after_s:
                     blocked_by = pod
-                if preempt is not None and pod.qos is QosClass.LATENCY and not asked:
+                held = pod.held is not None
+                if preempt is not None and pod.qos is QosClass.LATENCY and not asked and not held:
                     asked = True
                     preemption, why, blocks = preempt(view, pod)
                     reason = f"{reason}; {why}"
@@ -154,21 +196,41 @@ def plan_round(
             view.remove_allocation(uid)
 
 
-def _set_aside(view: ClusterView, pod: QueuedPod, reserved: list[str]) -> Placement | None:
-    """Reserve room for ``pod`` where the scheduler would most likely put it (best score)."""
-    best = view.evaluate(pod.request).best()
-    if best is None:
-        return None
+def _set_aside(view: ClusterView, pod: QueuedPod, reserved: list[str]) -> Allocation | None:
+    """Reserve room for ``pod`` on the partitions it is held to, or else where the scheduler
+    would most likely put it (best score); the room, under the pod's own UID, or None."""
     uid = _HYPOTHETICAL + pod.uid
+    if pod.held is not None:
+        room = _held_room(pod, pod.held)
+    else:
+        best = view.evaluate(pod.request).best()
+        if best is None:
+            return None
+        room = allocation_for(best, pod.request, pod=pod.key, pod_uid=pod.uid)
     try:
-        view.reserve(allocation_for(best, pod.request, pod=pod.key, pod_uid=uid))
+        view.reserve(replace(room, pod_uid=uid))
     except PlacementConflict:
         return None
     reserved.append(uid)
-    return best
+    return room
+
+
+def _held_room(pod: QueuedPod, held: HeldPartitions) -> Allocation:
+    return Allocation(
+        pod=pod.key,
+        pod_uid=pod.uid,
+        node=held.node,
+        partition_ids=held.partition_ids,
+        memory_bytes=pod.request.memory_bytes,
+        sharing=pod.request.sharing,
+    )
 
 
 def _no_room(view: ClusterView, pod: QueuedPod) -> str:
+    if pod.held is not None:
+        problem = view.conflict(replace(_held_room(pod, pod.held), pod_uid=_HYPOTHETICAL + pod.uid))
+        where = f"{pod.held.node} {', '.join(pod.held.partition_ids)}"
+        return f"the partitions the re-partition planner counted it on ({where}): {problem}"
     rejected = view.evaluate(pod.request).rejected
     if not rejected:
         return "no GPUNode known yet"

@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from mipart.contract import planned_partitions
 from mipart.contract.annotations import (
     ALLOCATION,
     MEMORY,
@@ -19,12 +21,14 @@ from mipart.contract.annotations import (
     PARTITION_MODE,
     PARTITIONS,
     PLANNED_MODE,
+    PLANNED_PARTITIONS,
     PREFIX,
     QOS,
     QUEUE,
     SHARING,
     USER_ANNOTATIONS,
 )
+from mipart.contract.planned_partitions import InvalidHold, PlannedPartitions
 from mipart.geometry import GPU_MEMORY_BYTES, ComputeMode, Rounding, format_bytes, parse_bytes
 from mipart.placement import PartitionRequest, QosClass, Sharing, instance_budget
 from mipart.sizing import InvalidSizing, UnknownModel, estimate, lookup
@@ -49,6 +53,26 @@ class AnnotationError(ValueError):
     def __init__(self, problems: list[str]) -> None:
         super().__init__("; ".join(problems))
         self.problems = problems
+
+
+# Written by mipart processes, not by users: not "unknown", and each read on its own.
+_MIPART_WRITTEN = (ALLOCATION, PLANNED_MODE, PLANNED_PARTITIONS)
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedPod:
+    """What a pod's annotations ask of placement: its request (held to its planned mode, if
+    mipart-controller wrote one) and where the re-partition planner holds it, if anywhere
+    (``mipart.io/planned-partitions``, expired or not: ``hold_at`` says)."""
+
+    request: PartitionRequest
+    hold: PlannedPartitions | None = None
+
+    def hold_at(self, now: datetime) -> PlannedPartitions | None:
+        """The hold, if it still stands at ``now`` (timezone-aware); after it expires the pod
+        is placed like any other of its planned mode."""
+        hold = self.hold
+        return hold if hold is not None and hold.holds_at(now) else None
 
 
 class _Annotations(BaseModel):
@@ -109,10 +133,15 @@ def is_queued(annotations: Mapping[str, str]) -> bool:
 
 def parse_request(annotations: Mapping[str, str]) -> PartitionRequest:
     """The PartitionRequest a pod's annotations ask for; AnnotationError if any is bad."""
+    return parse_pod(annotations).request
+
+
+def parse_pod(annotations: Mapping[str, str]) -> ParsedPod:
+    """The request and the planner's hold a pod's annotations carry; AnnotationError if any
+    is bad (a malformed hold too: only mipart-controller writes it, and the webhook refuses it
+    from anyone else at creation)."""
     ours = {
-        k: v
-        for k, v in annotations.items()
-        if k.startswith(PREFIX) and k not in (ALLOCATION, PLANNED_MODE)
+        k: v for k, v in annotations.items() if k.startswith(PREFIX) and k not in _MIPART_WRITTEN
     }
     problems = [
         f"{key}: unknown annotation; known: {', '.join(USER_ANNOTATIONS)}"
@@ -120,6 +149,13 @@ def parse_request(annotations: Mapping[str, str]) -> PartitionRequest:
         if key not in USER_ANNOTATIONS
     ]
     known = {k: v for k, v in ours.items() if k in USER_ANNOTATIONS}
+    hold: PlannedPartitions | None = None
+    text = annotations.get(PLANNED_PARTITIONS)
+    if text is not None:
+        try:
+            hold = planned_partitions.decode(text)
+        except InvalidHold as err:
+            problems.append(str(err))
     try:
         parsed = _Annotations.model_validate(known)
     except ValidationError as err:
@@ -133,12 +169,12 @@ def parse_request(annotations: Mapping[str, str]) -> PartitionRequest:
     planned = annotations.get(PLANNED_MODE)
     if planned is not None and request.compute_mode is None:
         try:
-            return replace(request, compute_mode=ComputeMode(planned))
+            request = replace(request, compute_mode=ComputeMode(planned))
         except ValueError:
             raise AnnotationError(
                 [f"{PLANNED_MODE}: {planned!r} is not valid; allowed: SPX, DPX, QPX or CPX"]
             ) from None
-    return request
+    return ParsedPod(request, hold)
 
 
 def _to_request(parsed: _Annotations) -> PartitionRequest:
@@ -206,28 +242,35 @@ class RequestCache:
     kube-scheduler sends the same pod to filter, prioritize and bind, and sends a pod that fits
     nowhere again every few seconds; validating the annotations and sizing the model each time
     is repeated work on the scheduling path. The key is the pod's UID and resourceVersion: the
-    webhook refuses edits of mipart.io annotations after creation, and the one mipart writes
-    later (the controller's planned mode) comes in an update, which changes the version.
+    webhook refuses edits of mipart.io annotations after creation, and the ones mipart writes
+    later (the controller's planned mode and hold) come in an update, which changes the
+    version. A hold is kept with its expiry, and judged against the clock at each use.
     """
 
     def __init__(self, capacity: int = 4096) -> None:
         self._capacity = capacity
-        self._answers: dict[tuple[str, str], PartitionRequest | AnnotationError] = {}
+        self._answers: dict[tuple[str, str], ParsedPod | AnnotationError] = {}
         self._lock = threading.Lock()
 
     def request_of(
         self, pod: Mapping[str, Any], annotations: Callable[[], Mapping[str, str]]
     ) -> PartitionRequest:
         """``parse_request(annotations())``, from the cache when this version was seen."""
+        return self.parsed_of(pod, annotations).request
+
+    def parsed_of(
+        self, pod: Mapping[str, Any], annotations: Callable[[], Mapping[str, str]]
+    ) -> ParsedPod:
+        """``parse_pod(annotations())``, from the cache when this version was seen."""
         meta = pod.get("metadata") or {}
         uid, version = meta.get("uid"), meta.get("resourceVersion")
         if not uid or not version:
-            return parse_request(annotations())
+            return parse_pod(annotations())
         key = (str(uid), str(version))
         answer = self._answers.get(key)
         if answer is None:
             try:
-                answer = parse_request(annotations())
+                answer = parse_pod(annotations())
             except AnnotationError as err:
                 answer = err
             with self._lock:

@@ -18,7 +18,7 @@ from prometheus_client import CollectorRegistry, start_http_server
 from mipart.cluster.reporter import EventReporter
 from mipart.cluster.view import ClusterState
 from mipart.contract.resources import CONTROLLER_COMPONENT
-from mipart.controller.releaser import Releaser, ReleaseRate
+from mipart.controller.releaser import DEFAULT_HOLD_S, Releaser, ReleaseRate
 from mipart.controller.repartition import Repartitioner
 from mipart.kube.api import KubeApi
 from mipart.planner import PlannerPolicy
@@ -87,6 +87,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="GPUs re-partitioned at once in the whole cluster, at most",
     )
     p.add_argument(
+        "--plan-hold",
+        type=float,
+        default=DEFAULT_HOLD_S,
+        metavar="SECONDS",
+        help="a released pod is held this long to the partitions the planner counted it on "
+        "(mipart.io/planned-partitions): the extender binds it there or nowhere; after that, "
+        "to any partition of its planned mode",
+    )
+    p.add_argument(
         "--metrics-address",
         default="127.0.0.1:9402",
         help="host:port for Prometheus metrics, or 'off'",
@@ -107,6 +116,7 @@ def main(argv: list[str] | None = None) -> int:
             ("--bypass-after", args.bypass_after),
             ("--retry-refused-after", args.retry_refused_after),
             ("--plan-max-changing", args.plan_max_changing),
+            ("--plan-hold", args.plan_hold),
         )
         if value <= 0
     ]
@@ -142,6 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         retry_refused_s=args.retry_refused_after,
         # The queue follows the planner's admissions while it plans.
         admissions=None if repartitioner is None else repartitioner.admissions,
+        hold_s=args.plan_hold,
     )
     if args.metrics_address != "off":
         host, _, port = args.metrics_address.rpartition(":")

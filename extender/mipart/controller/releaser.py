@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import structlog
@@ -19,6 +20,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from mipart.cluster.reporter import EventReporter
 from mipart.cluster.view import ClusterState
+from mipart.contract.planned_partitions import PlannedPartitions
 from mipart.controller.pods import (
     is_gated,
     is_in_flight,
@@ -48,6 +50,9 @@ from mipart.queue import (
 from mipart.runtime.periodic import Periodic
 
 log = structlog.get_logger(__name__)
+
+# How long a released pod is held to the partitions the plan counted it on (--plan-hold).
+DEFAULT_HOLD_S = 120.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,8 +91,10 @@ class Releaser:
         interval_s: float = 0.25,
         retry_refused_s: float = 60.0,
         admissions: Callable[[], Admissions | None] | None = None,
+        hold_s: float = DEFAULT_HOLD_S,
     ) -> None:
         self._api = api
+        self._hold_s = hold_s
         self._state = state
         self._events = events
         self._metrics = QueueMetrics(registry)
@@ -108,23 +115,28 @@ class Releaser:
 
     def round(self) -> Round:
         pods = self._state.pods.items()
+        now = time.time()
+        now_utc = datetime.fromtimestamp(now, UTC)
         gated = {p["metadata"]["uid"]: p for p in pods if is_gated(p)}
-        queued = [q for p in gated.values() if (q := queued_pod(p)) is not None]
+        queued = [q for p in gated.values() if (q := queued_pod(p, now=now_utc)) is not None]
         everyone = queued
         admissions = None if self._admissions is None else self._admissions()
         held_back: list[QueuedPod] = []
         if admissions is not None:
-            queued, held_back = hold_to_plan(queued, admissions.modes)
+            queued, held_back = hold_to_plan(queued, admissions.promises)
         # The modes to write on the pods released this round: those the plan chose for them.
         planned = {
-            q.uid: mode
+            q.uid: promise.compute_mode
             for q in everyone
             if admissions is not None
             and q.request.compute_mode is None
-            and (mode := admissions.modes.get(q.uid)) is not None
+            and (promise := admissions.promises.get(q.uid)) is not None
         }
-        in_flight = [q for p in pods if is_in_flight(p) and (q := queued_pod(p)) is not None]
-        now = time.time()
+        # Released and not bound yet: their room (their held partitions, if they carry a hold
+        # that stands) is set aside before anything is released.
+        in_flight = [
+            q for p in pods if is_in_flight(p) and (q := queued_pod(p, now=now_utc)) is not None
+        ]
         budget = self._take_tokens()
         held = [p for p in pods if allocation_of(p) is not None]
         class_of = {p["metadata"]["uid"]: qos_of(p) for p in held}
@@ -156,15 +168,23 @@ class Releaser:
             by_uid = {p["metadata"]["uid"]: p for p in pods}
             self._preemptor.carry_out(decided.preemption, by_uid)
         released = 0
-        for pod, placement in decided.released:
-            mode = (
-                planned.get(pod.uid)
-                if pod.uid in (admissions.modes if admissions else {})
-                else None
+        expires = now_utc + timedelta(seconds=self._hold_s)
+        for pod, room in decided.released:
+            mode = planned.get(pod.uid)
+            hold = (
+                None
+                if pod.held is None
+                else PlannedPartitions(pod.held.node, pod.held.partition_ids, expires)
             )
-            if self._release(gated[pod.uid], pod, now, mode):
+            if self._release(gated[pod.uid], pod, now, mode, hold):
                 released += 1
-                log.info("queue.released", pod=pod.key, qos=pod.qos.value, likely=placement.node)
+                log.info(
+                    "queue.released",
+                    pod=pod.key,
+                    qos=pod.qos.value,
+                    likely=room.node,
+                    held=None if hold is None else list(hold.partition_ids),
+                )
         self._tokens -= released
         for waiting in decided.waiting:
             self._announce(
@@ -189,23 +209,29 @@ class Releaser:
             self._events.normal(pod, "Queued", message)
 
     def _release(
-        self, pod: dict[str, Any], queued: QueuedPod, now: float, mode: ComputeMode | None
+        self,
+        pod: dict[str, Any],
+        queued: QueuedPod,
+        now: float,
+        mode: ComputeMode | None,
+        hold: PlannedPartitions | None,
     ) -> bool:
         meta = pod["metadata"]
         path = f"/api/v1/namespaces/{meta['namespace']}/pods/{meta['name']}"
         try:
-            self._api.json_patch(path, release_patch(pod, mode))
+            self._api.json_patch(path, release_patch(pod, mode, hold))
         except KubeError as err:
             # Deleted, or its gates changed under us: the next round sees the new state.
             log.info("queue.release_skipped", pod=queued.key, status=err.status)
             return False
         self._metrics.released.labels(queued.qos.value).inc()
         self._metrics.wait.labels(queued.qos.value).observe(max(0.0, now - queued.created))
+        held = "" if hold is None else f"; held to {hold.describe()}"
         self._events.normal(
             pod,
             "Released",
             f"room found for {queued.qos.value} pod {object_key(pod)} after "
-            f"{now - queued.created:.1f} s in the queue",
+            f"{now - queued.created:.1f} s in the queue{held}",
         )
         return True
 

@@ -4,13 +4,17 @@ the daemons reconcile. Every decision and every held-back change is an Event on 
 and a metric.
 
 What waits: pods behind the queue gate, and released pods the scheduler found no room for
-(PodScheduled=False, Unschedulable), in queue order.
+(PodScheduled=False, Unschedulable), in queue order, each with the promise the last plan gave
+it (where it counted the pod), so that the next plan keeps it. Released pods not bound yet
+that are held to partitions (``mipart.io/planned-partitions``, unexpired) count as
+allocations there: no plan gives their partitions to anyone else.
 """
 
 from __future__ import annotations
 
 import time
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,12 +24,12 @@ from prometheus_client import CollectorRegistry, Counter
 from mipart.cluster.view import ClusterState
 from mipart.contract.resources import CONTROLLER_COMPONENT
 from mipart.controller import gpunodes
-from mipart.controller.pods import is_gated, is_unschedulable, queued_pod
-from mipart.geometry import ComputeMode
+from mipart.controller.pods import is_gated, is_in_flight, is_unschedulable, queued_pod
 from mipart.kube.api import KubeApi, KubeError
 from mipart.kube.events import CLUSTER_EVENTS_NAMESPACE, gpunode_reference, post_event
-from mipart.planner import Decision, Plan, PlannerPolicy, Waiting, plan
-from mipart.queue import order
+from mipart.placement import Allocation
+from mipart.planner import Decision, NodeSnapshot, Plan, PlannerPolicy, Promise, Waiting, plan
+from mipart.queue import QueuedPod, order
 from mipart.runtime.periodic import Periodic
 
 log = structlog.get_logger(__name__)
@@ -33,11 +37,12 @@ log = structlog.get_logger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class Admissions:
-    """Which waiting pods the plan lets go now, each with the compute mode it counted them on
-    (pod UID -> mode); the queue releases only these, held to that mode."""
+    """Which waiting pods the plan lets go now, each with where it counted them (pod UID ->
+    Promise: node, partitions that exist now, compute mode); the queue releases only these,
+    held to those partitions (and pods of mode "any" to that mode)."""
 
     at: float  # time.monotonic() of the plan
-    modes: dict[str, ComputeMode]
+    promises: dict[str, Promise]
 
 
 class Repartitioner:
@@ -72,6 +77,9 @@ class Repartitioner:
         )
         self._interval_s = interval_s
         self._admissions: Admissions | None = None
+        # Where the last plan counted each pod it admitted or promised (pod UID -> Promise):
+        # given back with the pod next round, so the planner keeps it.
+        self._promises: dict[str, Promise] = {}
         self._loop = Periodic("repartition", interval_s, self.round)
 
     def admissions(self) -> Admissions | None:
@@ -94,19 +102,27 @@ class Repartitioner:
             gpunodes.snapshot(g, now=now_utc, stale_after_s=self._stale_after_s)
             for g in objects.values()
         ]
+        pods = self._state.pods.items()
         waiting = [
-            queued_pod(p)
-            for p in self._state.pods.items()
+            queued_pod(p, now=now_utc)
+            for p in pods
             if is_gated(p) or (is_unschedulable(p) and not (p.get("spec") or {}).get("nodeName"))
         ]
         queue = order(q for q in waiting if q is not None)
-        demand = [Waiting(q.request, since=q.created, name=q.key) for q in queue]
+        demand = [
+            Waiting(q.request, since=q.created, name=q.key, promise=self._promise_of(q))
+            for q in queue
+        ]
         allocations = self._state.locked(lambda view: view.allocations())
+        in_flight = (queued_pod(p, now=now_utc) for p in pods if is_in_flight(p))
+        held = _holds(in_flight, snapshots, {a.pod_uid for a in allocations})
         now = time.time()
-        decided = plan(snapshots, allocations, demand, now=now, policy=self._policy)
+        decided = plan(snapshots, [*allocations, *held], demand, now=now, policy=self._policy)
+        self._promises = {
+            queue[a.position].uid: a.promise for a in (*decided.admitted, *decided.promised)
+        }
         self._admissions = Admissions(
-            time.monotonic(),
-            {queue[a.position].uid: a.compute_mode for a in decided.admitted},
+            time.monotonic(), {queue[a.position].uid: a.promise for a in decided.admitted}
         )
         by_node: dict[str, list[Decision]] = defaultdict(list)
         for decision in decided.decisions:
@@ -120,6 +136,14 @@ class Repartitioner:
                 self._deferred[key] = deferral.reason
                 self._event(objects[deferral.node], "RepartitionHeld", deferral.reason)
         return decided
+
+    def _promise_of(self, pod: QueuedPod) -> Promise | None:
+        """Where the last plan counted ``pod``; else, for a released pod the scheduler found
+        no room for, the hold it carries (so a restarted controller keeps it too)."""
+        promise = self._promises.get(pod.uid)
+        if promise is None and pod.held is not None and pod.request.compute_mode is not None:
+            promise = Promise(pod.held.node, pod.held.partition_ids, pod.request.compute_mode)
+        return promise
 
     def _apply(self, gpunode: dict[str, Any], decisions: list[Decision], now: float) -> None:
         name = gpunode["metadata"]["name"]
@@ -146,6 +170,31 @@ class Repartitioner:
             instance=self._identity,
             action="Repartition",
         )
+
+
+def _holds(
+    in_flight: Iterable[QueuedPod | None], nodes: Iterable[NodeSnapshot], bound: set[str]
+) -> list[Allocation]:
+    """The partitions released pods not bound yet are held to, as allocations for the
+    planner: its limit and sharing on each, as the extender will bind it. A hold on
+    partitions its node does not report (any more) cannot be honoured, and an allocation there
+    would stop every change on the node: it is left out."""
+    reported = {n.name: {p.geometry.id for p in n.capacity.partitions} for n in nodes}
+    return [
+        Allocation(
+            pod=pod.key,
+            pod_uid=pod.uid,
+            node=pod.held.node,
+            partition_ids=pod.held.partition_ids,
+            memory_bytes=pod.request.memory_bytes,
+            sharing=pod.request.sharing,
+        )
+        for pod in in_flight
+        if pod is not None
+        and pod.held is not None
+        and pod.uid not in bound
+        and set(pod.held.partition_ids) <= reported.get(pod.held.node, set())
+    ]
 
 
 def _labels(decision: Decision) -> dict[str, str]:

@@ -13,16 +13,19 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
 
 import structlog
 
-from mipart.cluster.annotations import AnnotationError, RequestCache, qos_of
+from mipart.cluster.annotations import AnnotationError, ParsedPod, RequestCache, qos_of
+from mipart.cluster.holds import HELD, Waivers, filter_held, held_allocation, held_reason
 from mipart.cluster.http import BadRequest
 from mipart.cluster.view import ClusterState
 from mipart.contract.allocation import encode
 from mipart.contract.annotations import ALLOCATION
+from mipart.contract.planned_partitions import PlannedPartitions
 from mipart.kube.api import KubeApi, KubeError
 from mipart.kube.informer import object_key
 from mipart.placement import (
@@ -51,6 +54,10 @@ class Verbs:
     # Called with (pod, message) when a pod fits nowhere, to tell the user why.
     report_unschedulable: Callable[[dict[str, Any], str], None] = lambda _pod, _msg: None
     requests: RequestCache = field(default_factory=RequestCache)
+    # The wall clock a hold's expiry is judged by (a test's own clock in tests).
+    clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+    # Holds filter let go because kube-scheduler ruled the held node out.
+    waivers: Waivers = field(default_factory=Waivers)
 
     # -- filter ---------------------------------------------------------------------------
 
@@ -61,18 +68,30 @@ class Verbs:
         if refusal is not None:
             return _filter_error(refusal)
         try:
-            request = self.requests.request_of(pod, lambda: _annotations(pod))
+            parsed = self.requests.parsed_of(pod, lambda: _annotations(pod))
         except AnnotationError as err:
             # The webhook refuses these at admission; without it, say so on every node.
             reason = f"bad annotations: {err}"
             return _filter_result([], {}, dict.fromkeys(names, reason))
-        result = self.cluster.locked(lambda view: view.filter(request, names))
+        request, hold = parsed.request, parsed.hold_at(self.clock())
+        if hold is not None and hold.node not in names:
+            # kube-scheduler's own filters ruled the held node out: the hold cannot be kept,
+            # and waiting for it to expire would only delay the pod (Waivers).
+            self.waivers.waive(str(pod["metadata"].get("uid")), hold)
+            log.info("hold.waived", pod=object_key(pod), hold=hold.describe())
+            hold = None
+        if hold is None:
+            result = self.cluster.locked(lambda view: view.filter(request, names))
+        else:
+            # Held by the planner: its partitions or nothing, until the hold expires.
+            allocation = _held(parsed, hold, pod)
+            result = self.cluster.locked(lambda view: filter_held(view, hold, allocation, names))
         # Once per distinct reason, not per node: at 5000 nodes a label lookup and an inc per
         # rejected node was half of filter's time (hack/bench/extender_latency.py).
         by_kind: Counter[str] = Counter()
         for reasons in (result.rejected, result.unresolvable):
             for reason, nodes in Counter(reasons.values()).items():
-                by_kind[_reason_kind(reason)] += nodes
+                by_kind[HELD if hold is not None else _reason_kind(reason)] += nodes
         for kind, nodes in by_kind.items():
             self.metrics.rejections.labels(kind).inc(nodes)
         if not result.feasible and names:
@@ -88,10 +107,21 @@ class Verbs:
         if self.serving() is not None:
             return [{"Host": n, "Score": 0} for n in names]
         try:
-            request = self.requests.request_of(pod, lambda: _annotations(pod))
+            parsed = self.requests.parsed_of(pod, lambda: _annotations(pod))
         except AnnotationError:
             return [{"Host": n, "Score": 0} for n in names]
-        scores = self.cluster.locked(lambda view: view.scores(request, names))
+        request, hold = parsed.request, parsed.hold_at(self.clock())
+        if hold is not None and hold.node not in names:
+            hold = None  # waived by filter: the scheduler ruled the held node out
+        if hold is None:
+            scores = self.cluster.locked(lambda view: view.scores(request, names))
+        else:
+            # As filter: the held node, if its partitions would be accepted, and no other.
+            allocation = _held(parsed, hold, pod)
+            feasible = self.cluster.locked(
+                lambda view: filter_held(view, hold, allocation, names).feasible
+            )
+            scores = dict.fromkeys(feasible, _BEST_SCORE)
         answer = [{"Host": n, "Score": scores.get(n, 0)} for n in names]
         self.metrics.latency.labels("prioritize").observe(time.perf_counter() - started)
         return answer
@@ -111,15 +141,32 @@ class Verbs:
         refusal = self.serving()
         if refusal is not None:
             return {"Error": refusal}
-        pod = self.cluster.pods.get(f"{namespace}/{name}") or self._read_pod(namespace, name)
+        pod = self.cluster.pods.get(f"{namespace}/{name}")
+        if pod is None or (pod.get("spec") or {}).get("schedulingGates"):
+            # Not seen yet, or seen before its release: a pod the scheduler binds has no gates,
+            # and the release wrote the planned mode and hold that bind must honour.
+            pod = self._read_pod(namespace, name)
         if pod is None or pod["metadata"].get("uid") != uid:
             return {"Error": f"pod {namespace}/{name} with uid {uid} not found"}
         try:
-            request = self.requests.request_of(pod, lambda: _annotations(pod))
+            parsed = self.requests.parsed_of(pod, lambda: _annotations(pod))
         except AnnotationError as err:
             return {"Error": f"pod {namespace}/{name}: {err}"}
+        hold = parsed.hold_at(self.clock())
+        if hold is not None and node != hold.node:
+            if not self.waivers.waived(uid, hold):
+                self.metrics.bind_conflicts.inc()
+                return {"Error": f"pod {namespace}/{name} is {held_reason(hold)}, not on {node}"}
+            hold = None  # filter let it go: the scheduler ruled the held node out
         try:
-            allocation = self.cluster.locked(lambda view: _reserve(view, request, node, pod))
+            if hold is None:
+                allocation = self.cluster.locked(
+                    lambda view: _reserve(view, parsed.request, node, pod)
+                )
+            else:
+                # Exactly the held partitions, under the same lock and rules as any bind.
+                held = _held(parsed, hold, pod)
+                allocation = self.cluster.locked(lambda view: _reserve_held(view, held))
         except PlacementConflict as err:
             # The cluster changed since filter (another bind won the room): the scheduler
             # retries the pod, which is right.
@@ -181,9 +228,15 @@ class Verbs:
         if not isinstance(proposals, dict):
             raise BadRequest("ExtenderPreemptionArgs: 'NodeNameToMetaVictims' must be an object")
         try:
-            request = self.requests.request_of(body["Pod"], lambda: _annotations(body["Pod"]))
+            parsed = self.requests.parsed_of(body["Pod"], lambda: _annotations(body["Pod"]))
         except AnnotationError:
             return {"NodeNameToMetaVictims": {}}
+        hold = parsed.hold_at(self.clock())
+        uid = str(body["Pod"]["metadata"].get("uid"))
+        if hold is not None and not self.waivers.waived(uid, hold):
+            # Held to partitions its filter checks: no eviction makes room anywhere else.
+            return {"NodeNameToMetaVictims": {}}
+        request = parsed.request
         # Lower classes only: kube-scheduler proposes pods of lower *priority*, and pods that
         # did not queue carry no class priority; the queue's preemption makes the same cut.
         classes = {
@@ -201,6 +254,17 @@ def _reserve(
     allocation = allocation_for(
         placement, request, pod=object_key(pod), pod_uid=str(pod["metadata"]["uid"])
     )
+    view.reserve(allocation)
+    return allocation
+
+
+def _held(parsed: ParsedPod, hold: PlannedPartitions, pod: dict[str, Any]) -> Allocation:
+    return held_allocation(
+        hold, parsed.request, pod=object_key(pod), pod_uid=str(pod["metadata"].get("uid"))
+    )
+
+
+def _reserve_held(view: ClusterView, allocation: Allocation) -> Allocation:
     view.reserve(allocation)
     return allocation
 
@@ -284,6 +348,8 @@ def _filter_error(message: str) -> dict[str, Any]:
     return {"NodeNames": [], "FailedNodes": {}, "FailedAndUnresolvableNodes": {}, "Error": message}
 
 
+# What prioritize gives the one node a held pod may go to.
+_BEST_SCORE = 10
 _AMOUNT = re.compile(r"\d+(?:\.\d+)?(?:[KMGT]i)?")
 
 

@@ -23,6 +23,7 @@ from mipart.contract.annotations import (
     MODEL,
     PARTITION_MODE,
     PLANNED_MODE,
+    PLANNED_PARTITIONS,
     QOS,
     QUEUE,
     USER_ANNOTATIONS,
@@ -124,6 +125,10 @@ def _checked(
         problems.append(
             f"{PLANNED_MODE}: set only by mipart-controller when it releases the pod; "
             f"ask for a mode with {PARTITION_MODE}"
+        )
+    if PLANNED_PARTITIONS in annotations:
+        problems.append(
+            f"{PLANNED_PARTITIONS}: set only by mipart-controller when it releases the pod"
         )
     try:
         asked = parse_request(annotations)

@@ -377,6 +377,25 @@ def test_an_exclusive_partition_is_never_shared() -> None:
         view.reserve(alloc("n", "z", "gpu0-spx-0", gib=1, sharing=EXCLUSIVE))
 
 
+def test_conflict_answers_what_reserve_would_say_and_records_nothing() -> None:
+    view = ClusterView([node("n", SPX)])
+    first = alloc("n", "x", "gpu0-spx-0", gib=1, sharing=EXCLUSIVE)
+    assert view.conflict(first) is None
+    assert view.allocations() == ()
+    view.reserve(first)
+    assert view.conflict(first) is None  # the same allocation again: a retried bind
+    second = alloc("n", "y", "gpu0-spx-0", gib=1)
+    assert view.conflict(second) == "partition gpu0-spx-0 is held exclusively"
+    with pytest.raises(PlacementConflict, match="default/y on n: partition gpu0-spx-0 is held"):
+        view.reserve(second)
+    moved = replace(first, partition_ids=("gpu0-spx-1",))
+    assert view.conflict(moved) == "already holds an allocation on n"
+    with pytest.raises(PlacementConflict, match=r"^default/x already holds an allocation on n$"):
+        view.reserve(moved)
+    assert view.conflict(alloc("m", "z", "gpu0-spx-0", gib=1)) == "no GPU inventory for this node"
+    assert view.allocations() == (first,)
+
+
 def test_drained_unhealthy_and_other_modes_are_not_used() -> None:
     n = node("n", CPX, CPX, QPX, unhealthy=("gpu1-cpx-0",), drained=(0,))
     got = evaluate(request(10, 8, compute_mode=CPX), [n], [])

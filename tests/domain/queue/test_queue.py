@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from hypothesis import given
 from hypothesis import strategies as st
 
 from mipart.geometry import ComputeMode, MemoryMode, NodeLayout
 from mipart.placement import Allocation, ClusterView, NodeCapacity, PartitionRequest, QosClass
+from mipart.planner import Promise
 from mipart.queue import (
     Awaiting,
+    HeldPartitions,
     Preemption,
     QueuedPod,
     QueuePolicy,
@@ -188,3 +192,65 @@ def test_the_queue_follows_the_planners_admissions() -> None:
     assert eligible[0].request.compute_mode is SPX  # what a pod asked for stays
     assert eligible[2].request.compute_mode is None  # latency pods may preempt instead
     assert [p.key for p in held] == ["ns/skipped"]
+
+
+def cpx_view() -> ClusterView:
+    """One CPX GPU: eight 24 GiB partitions, each room for one 20 GiB pod."""
+    cpx = ComputeMode.CPX
+    return ClusterView([NodeCapacity.from_layout("n1", NodeLayout(MemoryMode.NPS1, {0: cpx}))])
+
+
+def held_to(p: QueuedPod, *partitions: str) -> QueuedPod:
+    return replace(p, held=HeldPartitions("n1", partitions))
+
+
+def test_an_admitted_pod_is_held_to_the_partitions_the_plan_counted() -> None:
+    cpx = ComputeMode.CPX
+    promise = Promise("n1", ("gpu0-cpx-5",), cpx)
+    asked = QueuedPod("ns/asked", "uid-asked", PartitionRequest(GI, compute_mode=cpx), 0)
+    admitted, skipped = pod("admitted", 20), pod("skipped", 20)
+    eligible, waiting = hold_to_plan(
+        [asked, admitted, skipped], {"uid-admitted": promise, "uid-asked": promise}
+    )
+    assert [p.key for p in eligible] == ["ns/asked", "ns/admitted"]
+    assert eligible[1].request.compute_mode is cpx
+    assert eligible[1].held == HeldPartitions("n1", ("gpu0-cpx-5",))
+    assert eligible[0].held == HeldPartitions("n1", ("gpu0-cpx-5",))  # a mode of its own too
+    assert [p.key for p in waiting] == ["ns/skipped"]
+
+
+def test_held_pods_have_their_room_set_aside_on_exactly_their_partitions() -> None:
+    view = cpx_view()
+    # Released and unbound, held to partition 0: the unheld pod of the same shape, which the
+    # engine would put on partition 0 first, is counted elsewhere.
+    flying = held_to(pod("flying", 20), "gpu0-cpx-0")
+    free = pod("free", 20, created=1)
+    mine = held_to(pod("mine", 20, created=2), "gpu0-cpx-3")
+    got = plan_round(view, [free, mine], [flying], now=10, budget=10)
+    rooms = {p.key: room.partition_ids for p, room in got.released}
+    assert rooms == {"ns/free": ("gpu0-cpx-1",), "ns/mine": ("gpu0-cpx-3",)}
+    assert all(room.pod_uid == p.uid for p, room in got.released)
+    assert view.allocations() == ()
+
+
+def test_a_held_pod_whose_partitions_are_taken_waits_and_does_not_preempt() -> None:
+    view = cpx_view()
+    flying = held_to(pod("flying", 20), "gpu0-cpx-2")
+    late = held_to(pod("late", 20, QosClass.LATENCY, created=1), "gpu0-cpx-2")
+    asked: list[str] = []
+
+    def preempt(_view: ClusterView, p: QueuedPod) -> tuple[object | None, str, bool]:
+        asked.append(p.key)
+        return None, "nothing to evict", False
+
+    got = plan_round(view, [late], [flying], now=10, budget=10, preempt=preempt)
+    assert got.released == ()
+    (waiting,) = got.waiting
+    assert waiting.reason.startswith(
+        "the partitions the re-partition planner counted it on (n1 gpu0-cpx-2): partition "
+        "gpu0-cpx-2: 20Gi asked"
+    )
+    assert asked == []
+    # An in-flight pod held to partitions that are gone cannot be set aside: said so.
+    gone = plan_round(view, [], [held_to(pod("gone", 20), "gpu7-cpx-0")], now=10, budget=10)
+    assert gone.unplaced_in_flight == ("ns/gone",)

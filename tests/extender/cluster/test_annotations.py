@@ -3,14 +3,31 @@ value and what is allowed (table-driven, then fuzzed)."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mipart.cluster.annotations import AnnotationError, RequestCache, is_managed, parse_request
-from mipart.contract.annotations import MEMORY, MODEL, PARTITION_MODE, PARTITIONS, QOS, SHARING
+from mipart.cluster.annotations import (
+    AnnotationError,
+    RequestCache,
+    is_managed,
+    parse_pod,
+    parse_request,
+)
+from mipart.contract.annotations import (
+    MEMORY,
+    MODEL,
+    PARTITION_MODE,
+    PARTITIONS,
+    PLANNED_MODE,
+    PLANNED_PARTITIONS,
+    QOS,
+    SHARING,
+)
+from mipart.contract.planned_partitions import PlannedPartitions
 from mipart.geometry import GPU_MEMORY_BYTES, ComputeMode
 from mipart.placement import QosClass, Sharing, instance_budget
 
@@ -110,7 +127,9 @@ def test_foreign_annotations_are_ignored_but_ours_are_not() -> None:
 @given(
     st.dictionaries(
         st.one_of(
-            st.sampled_from([MEMORY, MODEL, PARTITIONS, PARTITION_MODE, QOS, SHARING]),
+            st.sampled_from(
+                [MEMORY, MODEL, PARTITIONS, PARTITION_MODE, QOS, SHARING, PLANNED_PARTITIONS]
+            ),
             st.text(max_size=20).map(lambda t: "mipart.io/" + t),
         ),
         st.text(max_size=30),
@@ -171,3 +190,56 @@ def test_the_extender_parses_a_pod_version_once() -> None:
     unversioned = {"metadata": {"annotations": {MEMORY: "20Gi"}}}
     cache.request_of(unversioned, lambda: {MEMORY: "20Gi"})
     assert len(cache._answers) == 2
+
+
+HOLD = '{"v":1,"node":"n1","partitions":["gpu0-cpx-3"],"expires":"2025-06-01T12:00:00Z"}'
+
+
+def test_the_controllers_hold_is_read_with_the_request() -> None:
+    parsed = parse_pod({MEMORY: "20Gi", PLANNED_MODE: "CPX", PLANNED_PARTITIONS: HOLD})
+    assert parsed.request == parse_request({MEMORY: "20Gi", PLANNED_MODE: "CPX"})
+    end = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
+    assert parsed.hold == PlannedPartitions("n1", ("gpu0-cpx-3",), end)
+    assert parsed.hold_at(datetime(2025, 6, 1, 11, 59, 59, tzinfo=UTC)) == parsed.hold
+    assert parsed.hold_at(end) is None  # expired: ignored, the planned mode still applies
+    assert parse_pod({MEMORY: "20Gi"}).hold is None
+
+
+def test_a_bad_hold_is_a_clear_error_not_an_unknown_annotation() -> None:
+    with pytest.raises(AnnotationError) as err:
+        parse_request({MEMORY: "20Gi", PLANNED_PARTITIONS: "gpu0-cpx-3"})
+    (problem,) = err.value.problems
+    assert problem.startswith("mipart.io/planned-partitions: 'gpu0-cpx-3' is not valid (not JSON")
+    assert "allowed: {" in problem
+    assert "unknown annotation" not in str(err.value)
+    # Reported with the other problems, not instead of them.
+    with pytest.raises(AnnotationError) as both:
+        parse_request({MEMORY: "lots", PLANNED_PARTITIONS: "{}"})
+    assert len(both.value.problems) == 2
+
+
+def test_the_cache_keeps_the_hold_of_each_pod_version() -> None:
+    cache = RequestCache()
+    reads: list[str] = []
+
+    def parsed_of(version: str, annotations: dict[str, str]) -> Any:
+        pod = {"metadata": {"uid": "u1", "resourceVersion": version}}
+
+        def read() -> dict[str, str]:
+            reads.append(version)
+            return annotations
+
+        return cache.parsed_of(pod, read)
+
+    released = {MEMORY: "20Gi", PLANNED_MODE: "CPX", PLANNED_PARTITIONS: HOLD}
+    assert parsed_of("1", {MEMORY: "20Gi"}).hold is None
+    # The release is an update: a new version, read again, with its hold.
+    first = parsed_of("2", released)
+    assert first.hold is not None
+    assert first.hold.node == "n1"
+    assert parsed_of("2", released) is first
+    assert reads == ["1", "2"]
+    for _ in range(2):
+        with pytest.raises(AnnotationError, match=r"mipart\.io/planned-partitions"):
+            parsed_of("3", {**released, PLANNED_PARTITIONS: "{}"})
+    assert reads == ["1", "2", "3"]

@@ -155,3 +155,16 @@ def test_users_cannot_plan_their_own_mode() -> None:
     answer = hook.validate(review(body))["response"]
     assert answer["allowed"] is False
     assert "mipart.io/planned-mode: set only by mipart-controller" in answer["status"]["message"]
+
+
+def test_users_cannot_hold_their_own_partitions() -> None:
+    hold = '{"v":1,"node":"n1","partitions":["gpu0-spx-0"],"expires":"2099-01-01T00:00:00Z"}'
+    for body in (
+        pod({"mipart.io/memory": "8Gi", "mipart.io/planned-partitions": hold}),
+        pod({"mipart.io/memory": "8Gi", "mipart.io/planned-partitions": "gpu0-spx-0"}),
+    ):
+        answer = hook.validate(review(body))["response"]
+        assert answer["allowed"] is False
+        message = answer["status"]["message"]
+        assert "mipart.io/planned-partitions: set only by mipart-controller" in message
+        assert "unknown annotation" not in message
