@@ -96,6 +96,14 @@ def build_parser() -> argparse.ArgumentParser:
         "to any partition of its planned mode",
     )
     p.add_argument(
+        "--defragment",
+        choices=["on", "off"],
+        default="off",
+        help="let the planner evict the batch pods of a GPU they hold at most half of, when "
+        "waiting latency or standard pods could use the GPU whole (PodDisruptionBudgets "
+        "apply; Events on the GPUNode and the pods; docs/planner.md)",
+    )
+    p.add_argument(
         "--metrics-address",
         default="127.0.0.1:9402",
         help="host:port for Prometheus metrics, or 'off'",
@@ -138,9 +146,12 @@ def main(argv: list[str] | None = None) -> int:
                 settle_s=args.plan_settle,
                 cooldown_s=args.plan_cooldown,
                 max_changing=args.plan_max_changing,
+                defragment=args.defragment == "on",
             ),
             stale_after_s=args.stale_after,
             identity=identity,
+            events=events,
+            retry_refused_s=args.retry_refused_after,
         )
     releaser = Releaser(
         api,

@@ -1,10 +1,8 @@
 """Carrying out the queue's preemptions through the Eviction API.
 
-Nothing is evicted unless every victim may go: the PodDisruptionBudgets covering the victims
-are checked against the whole set (budgets.py), then each eviction is dry-run (the API
-server's own answer, 429 while a budget forbids it), and only then are they evicted. A
-refused victim is left out of the next choices for a while (``protect_s``), so the next
-round picks another set or says none exists.
+Nothing is evicted unless every victim may go (evictions.evict_together: budgets, then a dry
+run, then the evictions). A refused victim is left out of the next choices for a while
+(``protect_s``), so the next round picks another set or says none exists.
 """
 
 from __future__ import annotations
@@ -16,14 +14,11 @@ import structlog
 from prometheus_client import CollectorRegistry, Counter
 
 from mipart.cluster.reporter import EventReporter
-from mipart.controller.budgets import over_budget
-from mipart.kube.api import KubeApi, KubeError
-from mipart.kube.eviction import evict
+from mipart.controller.evictions import Refused, evict_together
+from mipart.kube.api import KubeApi
 from mipart.queue import Preemption
 
 log = structlog.get_logger(__name__)
-
-_TOO_MANY_REQUESTS = 429
 
 
 class Preemptor:
@@ -57,45 +52,16 @@ class Preemptor:
     def carry_out(self, preemption: Preemption, pods: dict[str, dict[str, Any]]) -> bool:
         """Evict the victims if every one of them may go; True if they were evicted."""
         preemptor = pods[preemption.pod.uid]
-        try:
-            refused = over_budget(
-                self._api, [pods[v.pod_uid] for v in preemption.victims if v.pod_uid in pods]
-            )
-        except (KubeError, OSError) as err:
-            log.warning("queue.budgets_unreadable", error=str(err))
-            return False
-        if refused:
-            names = {name for covered in refused.values() for name in covered}
-            for victim in preemption.victims:
-                if victim.pod in names:
-                    self._protect(victim.pod_uid)
+        outcome = evict_together(self._api, preemption.victims, pods)
+        if isinstance(outcome, Refused):
+            for uid in outcome.protect:
+                self._protect(uid)
+            log.info("queue.preemption_refused", pod=preemption.pod.key, why=outcome.why)
+            count = len(preemption.victims)
             return self._refused(
-                preemptor,
-                f"would evict {len(preemption.victims)} pod(s) on {preemption.node}, but "
-                f"PodDisruptionBudget {', '.join(sorted(refused))} allows fewer disruptions",
+                preemptor, f"would evict {count} pod(s) on {preemption.node}, but {outcome.why}"
             )
-        for victim in preemption.victims:
-            try:
-                evict(self._api, victim.pod, victim.pod_uid, dry_run=True)
-            except KubeError as err:
-                if err.status == _TOO_MANY_REQUESTS:
-                    self._protect(victim.pod_uid)
-                log.info("queue.preemption_refused", pod=preemption.pod.key, victim=victim.pod)
-                return self._refused(
-                    preemptor,
-                    f"would evict {victim.pod} on {preemption.node}, but the API server "
-                    f"refused ({err.status}: {err.message})",
-                )
-        for victim in preemption.victims:
-            try:
-                evict(self._api, victim.pod, victim.pod_uid)
-            except KubeError as err:
-                log.warning("queue.eviction_failed", victim=victim.pod, status=err.status)
-                if err.status == _TOO_MANY_REQUESTS:  # a budget changed since the check
-                    self._protect(victim.pod_uid)
-                    self.preemptions.labels("refused").inc()
-                    return False
-                continue  # gone meanwhile: its room is free anyway
+        for victim in outcome:
             self.victims.inc()
             if victim.pod_uid in pods:
                 self._events.warn(

@@ -21,13 +21,16 @@ from typing import Any
 import structlog
 from prometheus_client import CollectorRegistry, Counter
 
+from mipart.cluster.reporter import EventReporter
 from mipart.cluster.view import ClusterState
 from mipart.contract.resources import CONTROLLER_COMPONENT
 from mipart.controller import gpunodes
-from mipart.controller.pods import is_gated, is_in_flight, is_unschedulable, queued_pod
+from mipart.controller.defragmenter import Defragmenter
+from mipart.controller.pods import is_gated, is_in_flight, is_unschedulable, qos_of, queued_pod
 from mipart.kube.api import KubeApi, KubeError
 from mipart.kube.events import CLUSTER_EVENTS_NAMESPACE, gpunode_reference, post_event
-from mipart.placement import Allocation
+from mipart.kube.objects import allocation_of
+from mipart.placement import Allocation, QosClass
 from mipart.planner import Decision, NodeSnapshot, Plan, PlannerPolicy, Promise, Waiting, plan
 from mipart.queue import QueuedPod, order
 from mipart.runtime.periodic import Periodic
@@ -55,6 +58,8 @@ class Repartitioner:
         policy: PlannerPolicy,
         stale_after_s: float,
         identity: str,
+        events: EventReporter,
+        retry_refused_s: float = 60.0,
         interval_s: float = 5.0,
     ) -> None:
         self._api = api
@@ -80,6 +85,9 @@ class Repartitioner:
         # Where the last plan counted each pod it admitted or promised (pod UID -> Promise):
         # given back with the pod next round, so the planner keeps it.
         self._promises: dict[str, Promise] = {}
+        self._defragmenter = Defragmenter(
+            api, events, self._event, registry, protect_s=retry_refused_s
+        )
         self._loop = Periodic("repartition", interval_s, self.round)
 
     def admissions(self) -> Admissions | None:
@@ -117,7 +125,9 @@ class Repartitioner:
         in_flight = (queued_pod(p, now=now_utc) for p in pods if is_in_flight(p))
         held = _holds(in_flight, snapshots, {a.pod_uid for a in allocations})
         now = time.time()
-        decided = plan(snapshots, [*allocations, *held], demand, now=now, policy=self._policy)
+        classes = self._classes(pods) if self._policy.defragment else None
+        decided = plan(snapshots, [*allocations, *held], demand, now=now, policy=self._policy,
+                       classes=classes)  # fmt: skip
         self._promises = {
             queue[a.position].uid: a.promise for a in (*decided.admitted, *decided.promised)
         }
@@ -129,6 +139,11 @@ class Repartitioner:
             by_node[decision.node].append(decision)
         for node, decisions in by_node.items():
             self._apply(objects[node], decisions, now)
+        if decided.evictions:
+            by_uid = {p["metadata"]["uid"]: p for p in pods}
+            bound = {a.pod_uid: a for a in allocations}
+            for eviction in decided.evictions:
+                self._defragmenter.carry_out(eviction, objects[eviction.node], bound, by_uid)
         for deferral in decided.deferrals:
             self.deferrals.labels(deferral.hold.value).inc()
             key = (deferral.node, deferral.gpus)
@@ -136,6 +151,18 @@ class Repartitioner:
                 self._deferred[key] = deferral.reason
                 self._event(objects[deferral.node], "RepartitionHeld", deferral.reason)
         return decided
+
+    def _classes(self, pods: list[dict[str, Any]]) -> dict[str, QosClass]:
+        """Each bound pod's QoS class, for defragmentation; pods a budget refused lately are
+        left out, so the planner looks at other GPUs."""
+        protected = self._defragmenter.protected()
+        return {
+            p["metadata"]["uid"]: qos_of(p)
+            for p in pods
+            if allocation_of(p) is not None
+            and p["metadata"]["uid"] not in protected
+            and not p["metadata"].get("deletionTimestamp")
+        }
 
     def _promise_of(self, pod: QueuedPod) -> Promise | None:
         """Where the last plan counted ``pod``; else, for a released pod the scheduler found
@@ -157,7 +184,9 @@ class Repartitioner:
             log.info("planner.decision", node=name, reason=decision.reason)
             self._event(gpunode, "Repartition", decision.reason)
 
-    def _event(self, gpunode: dict[str, Any], reason: str, note: str) -> None:
+    def _event(
+        self, gpunode: dict[str, Any], reason: str, note: str, warning: bool = False
+    ) -> None:
         meta = gpunode["metadata"]
         post_event(
             self._api,
@@ -165,7 +194,7 @@ class Repartitioner:
             namespace=CLUSTER_EVENTS_NAMESPACE,
             reason=reason,
             note=note,
-            warning=False,
+            warning=warning,
             controller=CONTROLLER_COMPONENT,
             instance=self._identity,
             action="Repartition",

@@ -46,6 +46,7 @@ class Controller:
     def __init__(self, kube: FakeKube, *, hold_s: float = 120.0) -> None:
         self.kube = kube
         registry = CollectorRegistry()
+        self.events = Events()
         self.planner = Repartitioner(
             kube.api,
             kube.state,
@@ -53,8 +54,8 @@ class Controller:
             policy=PlannerPolicy(settle_s=0, cooldown_s=0),
             stale_after_s=60,
             identity="test",
+            events=self.events,  # type: ignore[arg-type]
         )
-        self.events = Events()
         self.queue = Releaser(
             kube.api,
             kube.state,
