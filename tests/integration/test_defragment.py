@@ -27,7 +27,9 @@ def test_batch_pods_of_a_nearly_empty_gpu_make_way_for_a_waiting_standard_pod(
     node = control_plane.node_names[0]
     daemon = stack.start_daemon(node, dict.fromkeys(range(8), "CPX"))
     core = kube.core(api)
-    held = {f"standard-{gpu}": (f"gpu{gpu}-cpx-0", None) for gpu in range(7)}
+    held: dict[str, tuple[str, str | None]] = {
+        f"standard-{gpu}": (f"gpu{gpu}-cpx-0", None) for gpu in range(7)
+    }
     held |= {f"batch-{i}": (f"gpu7-cpx-{i}", "batch") for i in range(2)}
     for name, (partition, qos) in held.items():
         pod = kube.bound_pod(name, node, [partition], 10 * GIB, scheduler_name="mipart-scheduler")
@@ -100,4 +102,5 @@ def _events(api: Any, namespace: str) -> list[dict[str, Any]]:
 
 
 def _node_reasons(api: Any, node: str) -> set[str]:
-    return {e.get("reason") for e in _events(api, "default") if e["regarding"].get("name") == node}
+    events = _events(api, "default")
+    return {str(e.get("reason")) for e in events if e["regarding"].get("name") == node}
