@@ -117,6 +117,7 @@ class Cluster:
         if self.aging_after_s is None:
             return set()
         request, since = self.waiting[name]
+        gpus = len(self.actual[allocation.node].compute)
         sizes = self.view.capacity(allocation.node)
         assert sizes is not None
         size = min(p.geometry.memory_bytes for p in sizes.partitions
@@ -130,8 +131,8 @@ class Cluster:
             and QOS_RANK[waiting.qos] <= QOS_RANK[request.qos]
             and waiting.partitions == len(allocation.partition_ids)
             and waiting.memory_bytes <= instance_budget(size)
-            and natural_mode(waiting, MemoryMode.NPS1, 8)
-            == natural_mode(request, MemoryMode.NPS1, 8)
+            and natural_mode(waiting, MemoryMode.NPS1, gpus)
+            == natural_mode(request, MemoryMode.NPS1, gpus)
         }
 
     # --- time -------------------------------------------------------------------------

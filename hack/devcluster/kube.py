@@ -68,6 +68,14 @@ def policy(api: Any) -> Any:
     return client.PolicyV1Api(api)
 
 
+def allocation(api: Any, namespace: str, name: str) -> dict[str, Any] | None:
+    """A pod's allocation (the mipart.io/allocation annotation, decoded) once it is bound."""
+    pod = core(api).read_namespaced_pod(name, namespace)
+    text = (pod.metadata.annotations or {}).get(ALLOCATION)
+    decoded: dict[str, Any] | None = json.loads(text) if text and pod.spec.node_name else None
+    return decoded
+
+
 def bound_pod(
     name: str,
     node: str,

@@ -14,7 +14,7 @@ from kubernetes import watch
 
 from hack.devcluster import kube
 from hack.devcluster.procs import wait_until
-from mipart.contract.annotations import MEMORY, QOS, QUEUE
+from mipart.contract.annotations import MEMORY, MODEL, QOS, QUEUE
 from mipart.contract.resources import QUEUE_GATE
 
 
@@ -47,6 +47,16 @@ def queued_pod(name: str, qos: str, memory: str) -> dict[str, Any]:
         },
         "spec": {"containers": [{"name": "vllm", "image": "vllm/vllm-openai"}]},
     }
+
+
+def queued_model_pod(name: str, qos: str, model: str, node: str) -> dict[str, Any]:
+    """A queued pod that names its model (sized by the webhook) and must run on ``node``."""
+    pod = queued_pod(name, qos, "unused")
+    annotations = pod["metadata"]["annotations"]
+    del annotations[MEMORY]
+    annotations[MODEL] = model
+    pod["spec"]["nodeSelector"] = {"kubernetes.io/hostname": node}
+    return pod
 
 
 def run(

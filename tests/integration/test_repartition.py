@@ -36,17 +36,13 @@ def test_an_idle_cpx_gpu_becomes_spx_for_a_waiting_70b_pod(
     stack.start_extender()
     stack.start_controller("--plan-settle", "1", "--plan-cooldown", "5")
 
-    big = queue_scenario.queued_pod("llama-70b", "standard", "unused")
-    annotations = big["metadata"]["annotations"]
-    del annotations["mipart.io/memory"]
-    annotations["mipart.io/model"] = "meta-llama/Llama-3.1-70B-Instruct"
-    big["spec"]["nodeSelector"] = {"kubernetes.io/hostname": node}
+    big = queue_scenario.queued_model_pod(
+        "llama-70b", "standard", "meta-llama/Llama-3.1-70B-Instruct", node
+    )
     core.create_namespaced_pod(namespace, big)
 
     def allocation() -> dict[str, Any] | None:
-        pod = core.read_namespaced_pod("llama-70b", namespace)
-        text = (pod.metadata.annotations or {}).get("mipart.io/allocation")
-        return json.loads(text) if text and pod.spec.node_name else None
+        return kube.allocation(api, namespace, "llama-70b")
 
     wait_until("the 70B pod bound", lambda: allocation() is not None, timeout=120)
     assert allocation()["partitions"] == ["gpu7-spx-0"]  # type: ignore[index]
