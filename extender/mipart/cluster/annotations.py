@@ -67,6 +67,12 @@ class ParsedPod:
 
     request: PartitionRequest
     hold: PlannedPartitions | None = None
+    # The request as the pod's own annotations ask it, without the planned mode: what a pod
+    # whose hold was waived is placed by (the plan's capacity is out of reach).
+    unplanned: PartitionRequest | None = None
+
+    def without_plan(self) -> PartitionRequest:
+        return self.unplanned or self.request
 
     def hold_at(self, now: datetime) -> PlannedPartitions | None:
         """The hold, if it still stands at ``now`` (timezone-aware); after it expires the pod
@@ -165,7 +171,7 @@ def parse_pod(annotations: Mapping[str, str]) -> ParsedPod:
         raise AnnotationError(problems) from None
     if problems:
         raise AnnotationError(problems)
-    request = _to_request(parsed)
+    own = request = _to_request(parsed)
     planned = annotations.get(PLANNED_MODE)
     if planned is not None and request.compute_mode is None:
         try:
@@ -174,7 +180,7 @@ def parse_pod(annotations: Mapping[str, str]) -> ParsedPod:
             raise AnnotationError(
                 [f"{PLANNED_MODE}: {planned!r} is not valid; allowed: SPX, DPX, QPX or CPX"]
             ) from None
-    return ParsedPod(request, hold)
+    return ParsedPod(request, hold, own)
 
 
 def _to_request(parsed: _Annotations) -> PartitionRequest:

@@ -77,9 +77,11 @@ class Verbs:
         if hold is not None and hold.node not in names:
             # kube-scheduler's own filters ruled the held node out: the hold cannot be kept,
             # and waiting for it to expire would only delay the pod (Waivers).
+            # The planned mode goes with it: the partitions the plan counted are out of reach,
+            # and the pod may find room in any mode now rather than back off for minutes.
             self.waivers.waive(str(pod["metadata"].get("uid")), hold)
             log.info("hold.waived", pod=object_key(pod), hold=hold.describe())
-            hold = None
+            hold, request = None, parsed.without_plan()
         if hold is None:
             result = self.cluster.locked(lambda view: view.filter(request, names))
         else:
@@ -112,7 +114,8 @@ class Verbs:
             return [{"Host": n, "Score": 0} for n in names]
         request, hold = parsed.request, parsed.hold_at(self.clock())
         if hold is not None and hold.node not in names:
-            hold = None  # waived by filter: the scheduler ruled the held node out
+            # Waived by filter: the scheduler ruled the held node out; so is the planned mode.
+            hold, request = None, parsed.without_plan()
         if hold is None:
             scores = self.cluster.locked(lambda view: view.scores(request, names))
         else:
@@ -153,16 +156,17 @@ class Verbs:
         except AnnotationError as err:
             return {"Error": f"pod {namespace}/{name}: {err}"}
         hold = parsed.hold_at(self.clock())
+        request = parsed.request
         if hold is not None and node != hold.node:
             if not self.waivers.waived(uid, hold):
                 self.metrics.bind_conflicts.inc()
                 return {"Error": f"pod {namespace}/{name} is {held_reason(hold)}, not on {node}"}
-            hold = None  # filter let it go: the scheduler ruled the held node out
+            # Filter let it go, the scheduler having ruled the held node out: its planned
+            # mode went with it.
+            hold, request = None, parsed.without_plan()
         try:
             if hold is None:
-                allocation = self.cluster.locked(
-                    lambda view: _reserve(view, parsed.request, node, pod)
-                )
+                allocation = self.cluster.locked(lambda view: _reserve(view, request, node, pod))
             else:
                 # Exactly the held partitions, under the same lock and rules as any bind.
                 held = _held(parsed, hold, pod)

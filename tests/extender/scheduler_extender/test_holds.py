@@ -173,17 +173,19 @@ def test_bind_reads_a_pod_its_cache_has_seen_only_before_its_release() -> None:
 def test_a_hold_on_a_node_the_scheduler_ruled_out_is_waived() -> None:
     """kube-scheduler scores every feasible node (percentageOfNodesToScore: 100), so a held
     node missing from filter's list failed its own filters (the node's pod limit, a taint):
-    the hold cannot be kept, and the pod is placed as if it had expired."""
+    the hold cannot be kept, and the pod is placed by its own request, without the planned
+    mode (CPX here), which only the plan's out-of-reach capacity needed."""
     ext = Extender()
+    ext.kube.put_gpunode(gpunode("n3", {0: "SPX"}))
     ext.kube.put_pod(released("p"))
     pod = ext.kube.pod("p")
-    answer = ext.verbs.filter({"Pod": pod, "NodeNames": ["n2"]})
-    assert answer["NodeNames"] == ["n2"]
-    assert ext.verbs.prioritize({"Pod": pod, "NodeNames": ["n2"]})[0]["Score"] > 0
-    assert ext.bind("p", "n2") == ""
+    answer = ext.verbs.filter({"Pod": pod, "NodeNames": ["n3"]})
+    assert answer["NodeNames"] == ["n3"]  # SPX only: held to CPX it would fit nowhere here
+    assert ext.verbs.prioritize({"Pod": pod, "NodeNames": ["n3"]})[0]["Score"] > 0
+    assert ext.bind("p", "n3") == ""
     allocation = ext.kube.allocation("p")
     assert allocation is not None
-    assert allocation.partition_ids[0].startswith("gpu1-cpx-")  # the planned mode still holds
+    assert allocation.partition_ids == ("gpu0-spx-0",)
     # Another extender (a restart) has not waived it: bind elsewhere is refused there.
     other = Extender()
     other.kube.put_pod(released("q"))
