@@ -25,6 +25,13 @@ def test_batch_pods_of_a_nearly_empty_gpu_make_way_for_a_waiting_standard_pod(
     stack: Stack, api: Any, namespace: str, control_plane: ControlPlane
 ) -> None:
     node = control_plane.node_names[0]
+    # GPUNodes that earlier tests' daemons left stay ready for a while: the queue would see
+    # room for the 70B pod there and release it before its GPU is freed (it then backs off in
+    # kube-scheduler, pinned to this node). This test is about one node.
+    objects = kube.custom_objects(api)
+    for item in objects.list_cluster_custom_object(*kube.GPUNODES)["items"]:
+        if item["metadata"]["name"] != node:
+            objects.delete_cluster_custom_object(*kube.GPUNODES, item["metadata"]["name"])
     daemon = stack.start_daemon(node, dict.fromkeys(range(8), "CPX"))
     core = kube.core(api)
     held: dict[str, tuple[str, str | None]] = {
