@@ -147,6 +147,25 @@ def _round(given: Given, *, set_aside: Sequence[str] = ()) -> tuple[Plan, WhatIf
     return answer, whatif
 
 
+def _by_class(demand: Sequence[Waiting], options: Iterable[Option]) -> tuple[int, ...]:
+    """The memory ``options`` place, by QoS class, most urgent first."""
+    placed = [0] * len(QOS_RANK)
+    for option in options:
+        for pos, allocation in option.placements:
+            placed[QOS_RANK[demand[pos].request.qos]] += allocation.total_bytes
+    return tuple(placed)
+
+
+def _gains(reload: tuple[int, ...], kept: tuple[int, ...], least: int) -> bool:
+    """A reload pays when, in the most urgent class where the two differ, it places at least
+    ``least`` more: batch memory used as the node is does not outweigh standard memory a
+    reload lets in, and the reload's cost is weighed against the class it serves."""
+    for mine, theirs in zip(reload, kept, strict=True):
+        if mine != theirs:
+            return mine - theirs >= least
+    return False
+
+
 def _served(demand: Sequence[Waiting], answer: Plan) -> tuple[int, ...]:
     """The memory a plan counts pods on, by QoS class, most urgent first: what the queue
     serves first is compared first."""
@@ -182,7 +201,9 @@ def _rank(whatif: WhatIf, option: Option) -> tuple[object, ...]:
     node = whatif.nodes[option.node]
     cooling = sum(node.gpus[g].cooling for g in option.changes)
     free = sum(g.free for g in node.gpus.values())
-    # Fuller nodes first, so whole nodes stay idle for a memory-mode change.
+    # On a tie, a node whose memory mode allows fewer compute modes first: what it can serve
+    # it serves there, and GPUs that can take any mode stay free for what it cannot.
+    # Then fuller nodes first, so whole nodes stay idle for a memory-mode change.
     return (option.qos_rank, -option.fill / penalty, -option.placed_bytes, len(option.changes),
             cooling, free, option.node, option.gpus)  # fmt: skip
 
@@ -190,7 +211,7 @@ def _rank(whatif: WhatIf, option: Option) -> tuple[object, ...]:
 def _reload(whatif: WhatIf, ledger: Ledger) -> None:
     """Change the memory mode of whole idle nodes while pods still wait and it is worth it."""
     while whatif.pending:
-        best: tuple[int, NodePlan, MemoryMode, WhatIf, list[Option]] | None = None
+        best: tuple[tuple[int, ...], NodePlan, MemoryMode, WhatIf, list[Option]] | None = None
         for node in whatif.nodes.values():
             if not _reloadable(node):
                 continue
@@ -198,12 +219,12 @@ def _reload(whatif: WhatIf, ledger: Ledger) -> None:
             kept = (
                 _after_reload(whatif, node, node.memory) if node.name in whatif.set_aside else None
             )
-            base = 0 if kept is None else sum(o.placed_bytes for o in _fill(kept))
+            base = _by_class(whatif.demand, _fill(kept) if kept else [])
             for memory in sorted(node.snapshot.memory_caps - {node.memory}):
                 trial = _after_reload(whatif, node, memory)
                 options = _fill(trial)
-                gain = sum(o.placed_bytes for o in options)
-                enough = gain - base >= ledger.policy.reload_min_gain_bytes
+                gain = _by_class(whatif.demand, options)
+                enough = _gains(gain, base, ledger.policy.reload_min_gain_bytes)
                 if enough and (best is None or gain > best[0]) and _one_reload(node, trial):
                     best = (gain, node, memory, trial, options)
         if best is None:

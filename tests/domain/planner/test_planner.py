@@ -404,6 +404,25 @@ def test_an_nps4_node_is_reloaded_rather_than_used_in_part_when_larger_pods_wait
     assert counted.count(dpx) == 32
 
 
+def test_a_reload_that_serves_a_more_urgent_class_beats_more_batch_memory_as_the_node_is() -> None:
+    # Two idle NPS4 nodes could take every batch QPX replica as they are. Reloading one into
+    # NPS1 places less memory in all (two standard DPX replicas instead of four batch ones),
+    # but the queue serves standard first: the reload must win.
+    batch = PartitionRequest(46 * GI, sharing=EXCLUSIVE, qos=QosClass.BATCH)
+    standard = PartitionRequest(90 * GI, sharing=EXCLUSIVE)
+    nodes = [
+        snapshot("a", *[SPX] * 8),
+        snapshot("b", *[CPX] * 8, memory=NPS4),
+        snapshot("c", *[QPX] * 8, memory=NPS4),
+    ]
+    demand = [*waiting(standard, 18), *waiting(batch, 36)]
+    result = plan(nodes, [], demand, now=NOW, policy=PlannerPolicy(max_changing=24))
+    memory = [(d.source, d.target) for d in result.decisions if isinstance(d, MemoryChange)]
+    assert memory == [(NPS4, NPS1)]
+    counted = [demand[a.position].request for a in (*result.admitted, *result.promised)]
+    assert counted.count(standard) == 18
+
+
 def test_natural_mode_is_the_smallest_partition_that_holds_the_pod() -> None:
     assert natural_mode(SMALL, NPS1, 8) is CPX
     assert natural_mode(BIG, NPS1, 8) is SPX
