@@ -157,13 +157,11 @@ def _by_class(demand: Sequence[Waiting], options: Iterable[Option]) -> tuple[int
 
 
 def _gains(reload: tuple[int, ...], kept: tuple[int, ...], least: int) -> bool:
-    """A reload pays when, in the most urgent class where the two differ, it places at least
-    ``least`` more: batch memory used as the node is does not outweigh standard memory a
-    reload lets in, and the reload's cost is weighed against the class it serves."""
-    for mine, theirs in zip(reload, kept, strict=True):
-        if mine != theirs:
-            return mine - theirs >= least
-    return False
+    """A reload pays when it serves more, compared class by class (batch memory used as the
+    node is does not outweigh standard memory a reload lets in), and what it places more, in
+    the classes where it does, is at least ``least``: the reload's cost."""
+    more = sum(max(0, mine - theirs) for mine, theirs in zip(reload, kept, strict=True))
+    return reload > kept and more >= least
 
 
 def _served(demand: Sequence[Waiting], answer: Plan) -> tuple[int, ...]:
