@@ -87,6 +87,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="GPUs re-partitioned at once in the whole cluster, at most",
     )
     p.add_argument(
+        "--plan-aging",
+        type=float,
+        default=PlannerPolicy().aging_s,
+        metavar="SECONDS",
+        help="within its QoS class the planner places the largest pods first until a pod has "
+        "waited this long; from then on it goes first, oldest first ('inf': largest first "
+        "always, which packs more memory but bounds no wait; docs/planner.md)",
+    )
+    p.add_argument(
         "--plan-hold",
         type=float,
         default=DEFAULT_HOLD_S,
@@ -125,8 +134,9 @@ def main(argv: list[str] | None = None) -> int:
             ("--retry-refused-after", args.retry_refused_after),
             ("--plan-max-changing", args.plan_max_changing),
             ("--plan-hold", args.plan_hold),
+            ("--plan-aging", args.plan_aging),
         )
-        if value <= 0
+        if not value > 0  # NaN too
     ]
     if problems:
         print(f"mipart-controller: {'; '.join(problems)}", file=sys.stderr)
@@ -146,6 +156,7 @@ def main(argv: list[str] | None = None) -> int:
                 settle_s=args.plan_settle,
                 cooldown_s=args.plan_cooldown,
                 max_changing=args.plan_max_changing,
+                aging_s=args.plan_aging,
                 defragment=args.defragment == "on",
             ),
             stale_after_s=args.stale_after,
