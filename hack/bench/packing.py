@@ -29,6 +29,7 @@ nothing here passes or fails (hack/bench/README.md).
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 from pathlib import Path
@@ -185,12 +186,14 @@ def main() -> int:
 
 
 def turnover(count: int, seed: int, *, epochs: int) -> None:
-    """Demand that turns over, from the DCM fleet, defragmentation off and on."""
+    """Demand that turns over, from the DCM fleet: defragmentation off and on, and without
+    aging (what the aging bound costs in memory placed)."""
     nodes = [f"mi300x-{i:02d}" for i in range(count)]
     layouts = strategies(nodes)["DCM profile per node"]
     policies = {
         "defragmentation off": PlannerPolicy(),
         "defragmentation on": PlannerPolicy(defragment=True),
+        "no aging (largest first)": PlannerPolicy(aging_s=math.inf),
     }
     epoch_s = 1800.0
     runs = [

@@ -36,7 +36,7 @@ from dataclasses import dataclass, replace
 
 import highspy
 
-from mipart.geometry import ComputeMode, MemoryMode, NodeLayout
+from mipart.geometry import ComputeMode, MemoryMode, NodeLayout, gpu_of_partition_id, is_compatible
 from mipart.geometry._partitions import partition_id
 from mipart.placement import (
     Allocation,
@@ -49,6 +49,7 @@ from mipart.placement import (
 )
 
 GIB = 2**30
+Var = highspy.highs.highs_var
 # A GPU's replicas: (trace position, request, partition indices on the GPU).
 Tenants = list[tuple[int, PartitionRequest, list[int]]]
 
@@ -91,15 +92,7 @@ def solve(
         if placed:
             h.addConstr(sum(placed) <= len(positions))
     started = time.perf_counter()
-    for qos in QosClass:
-        placed = sum(
-            c.memory_bytes * c.partitions / GIB * v for (c, _), v in x.items() if c.qos is qos
-        )
-        if not isinstance(placed, int):  # some replica of this class can be placed
-            h.maximize(placed)
-            # Hold what this class got (less a rounding margin) while the next one is solved.
-            h.addConstr(placed >= h.getInfo().objective_function_value - 1e-6)
-    h.maximize(sum(c.memory_bytes * c.partitions / GIB * v for (c, _), v in x.items()))
+    _lexicographic(h, [(c, v) for (c, _), v in x.items()])
     seconds = time.perf_counter() - started
 
     info = h.getInfo()
@@ -118,6 +111,135 @@ def solve(
     )
 
 
+def bound_keeping(
+    waiting: Sequence[PartitionRequest],
+    kept: Sequence[Allocation],
+    layouts: dict[str, NodeLayout],
+    *,
+    time_limit: float,
+    aged: Sequence[bool] | None = None,
+) -> dict[QosClass, int]:
+    """The most memory, by QoS class, that placing ``waiting`` can add while the ``kept``
+    allocations stay where they are (a scheduler that moves no running pod), solved
+    lexicographically like ``solve``. Per node: a GPU holding a kept pod keeps its mode and
+    offers its free partitions; an idle GPU takes any mode its node's memory mode allows, or
+    any mode at all when the whole node is idle (a reload). Multi-partition replicas need
+    their partitions on one node. An upper bound: it does not ask how a node's free
+    partitions split among its GPUs, nor how long a change takes.
+
+    With ``aged`` (per waiting pod, in queue order: oldest first), the placement must also
+    keep the aging promise: no pod is placed while an older aged pod of its class, natural
+    compute mode and partition count waits (the overtaking the benchmark counts)."""
+    classes: dict[PartitionRequest, int] = defaultdict(int)
+    for request in waiting:
+        classes[request] += 1
+    used: dict[tuple[str, int], int] = defaultdict(int)
+    for allocation in kept:
+        for pid in allocation.partition_ids:
+            used[allocation.node, _gpu_index(pid)] += 1
+    h = highspy.Highs()  # type: ignore[no-untyped-call]  # its __init__ lacks "-> None"
+    h.setOptionValue("output_flag", False)
+    h.setOptionValue("time_limit", time_limit)
+    h.setOptionValue("mip_rel_gap", 0.0)
+    integer = highspy.HighsVarType.kInteger
+    terms: list[tuple[PartitionRequest, Var]] = []
+    per_class: dict[PartitionRequest, list[Var]] = defaultdict(list)
+    for node, layout in layouts.items():
+        busy = {gpu for (n, gpu) in used if n == node}
+        idle = len(layout.compute) - len(busy)
+        allowed = [m for m in ComputeMode if not busy or is_compatible(m, layout.memory)]
+        modes = {m: h.addVariable(0, idle, type=integer) for m in allowed}
+        if modes:
+            h.addConstr(highspy.Highs.qsum(modes.values()) <= idle)
+        for m in ComputeMode:
+            free = sum(m.partition_count - used[node, g] for g in busy if layout.compute[g] is m)
+            capacity = m.partition_count * modes[m] + free if m in modes else free
+            if isinstance(capacity, int) and capacity == 0:
+                continue
+            load = []
+            for c, count in classes.items():
+                if _fits(c, m, len(layout.compute)):
+                    v = h.addVariable(0, count, type=integer)
+                    load.append(c.partitions * v)
+                    terms.append((c, v))
+                    per_class[c].append(v)
+            if load:
+                h.addConstr(highspy.Highs.qsum(load) <= capacity)
+    for c, placed in per_class.items():
+        if aged is None:
+            h.addConstr(highspy.Highs.qsum(placed) <= classes[c])
+    if aged is not None:
+        _keep_aging(h, waiting, aged, per_class, len(next(iter(layouts.values())).compute))
+    values = _lexicographic(h, terms)
+    return {qos: round(values[qos] * GIB) for qos in QosClass}
+
+
+def _keep_aging(
+    h: highspy.Highs,
+    waiting: Sequence[PartitionRequest],
+    aged: Sequence[bool],
+    per_class: dict[PartitionRequest, list[Var]],
+    gpus: int,
+) -> None:
+    """One 0/1 variable per waiting pod (placed or not), tied to the counts per request, and
+    in each group of pods that may overtake one another (QoS class, natural mode, partition
+    count): a pod is placed only if the last aged pod before it is."""
+    binary = highspy.HighsVarType.kInteger
+    placed = [h.addVariable(0, 1, type=binary) for _ in waiting]
+    by_request: dict[PartitionRequest, list[Var]] = defaultdict(list)
+    last_aged: dict[tuple[QosClass, ComputeMode | None, int], Var] = {}
+    natural: dict[PartitionRequest, ComputeMode | None] = {}
+    for request, is_aged, y in zip(waiting, aged, placed, strict=True):
+        by_request[request].append(y)
+        if request not in natural:
+            natural[request] = _natural(request, gpus)
+        group = (request.qos, natural[request], request.partitions)
+        before = last_aged.get(group)
+        if before is not None:
+            h.addConstr(y <= before)
+        if is_aged:
+            last_aged[group] = y
+    for request, ys in by_request.items():
+        counts = per_class.get(request, [])
+        if counts:
+            h.addConstr(highspy.Highs.qsum(counts) == highspy.Highs.qsum(ys))
+        else:  # fits nowhere: never placed
+            h.addConstr(highspy.Highs.qsum(ys) <= 0)
+
+
+def _natural(request: PartitionRequest, gpus: int) -> ComputeMode | None:
+    """The mode with the smallest partitions that hold ``request`` (None: none does)."""
+    fitting = [m for m in ComputeMode if _fits(request, m, gpus)]
+    return max(fitting, key=lambda m: m.partition_count, default=None)
+
+
+def _lexicographic(
+    h: highspy.Highs, terms: Sequence[tuple[PartitionRequest, Var]]
+) -> dict[QosClass, float]:
+    """Maximise the memory of ``terms`` (a request and its count variable) class by class,
+    latency first, each class's figure held while the next is solved; GiB per class."""
+    got: dict[QosClass, float] = {}
+    for qos in QosClass:
+        mine = [(c, v) for c, v in terms if c.qos is qos]
+        got[qos] = 0.0
+        if mine:  # some replica of this class can be placed
+            placed = _memory(mine)
+            h.maximize(placed)
+            info = h.getInfo()
+            # Stopped by the time limit, the solver's bound is the figure: still an upper one.
+            optimal = h.getModelStatus() == highspy.HighsModelStatus.kOptimal
+            got[qos] = info.objective_function_value if optimal else info.mip_dual_bound
+            # Hold what this class got (less a rounding margin) while the next one is solved.
+            h.addConstr(placed >= info.objective_function_value - 1e-6)
+    h.maximize(_memory(terms))
+    return got
+
+
+def _memory(terms: Sequence[tuple[PartitionRequest, Var]]) -> highspy.highs.highs_linear_expression:
+    """The GiB that ``terms`` (a request and its count) place."""
+    return highspy.Highs.qsum(c.memory_bytes * c.partitions / GIB * v for c, v in terms)
+
+
 def check(optimum: Optimum) -> ClusterView:
     """The optimum's allocations reserved one by one through the placement engine, which
     refuses any that breaks its rules: the solution is one the extender could have made."""
@@ -134,6 +256,12 @@ def _fits(request: PartitionRequest, mode: ComputeMode, gpus: int) -> bool:
     empty = NodeLayout(MemoryMode.NPS1, dict.fromkeys(range(gpus), mode))
     pinned = replace(request, compute_mode=mode)
     return bool(evaluate(pinned, (NodeCapacity.from_layout("empty", empty),), ()).feasible)
+
+
+def _gpu_index(partition_id: str) -> int:
+    gpu = gpu_of_partition_id(partition_id)
+    assert gpu is not None, partition_id
+    return gpu
 
 
 def _order(key: tuple[PartitionRequest, ComputeMode]) -> tuple[int, int, str]:
