@@ -58,6 +58,7 @@ HORIZON_S = 4 * 3600.0
 TRACES = ("small", "large", "mixed", "over-mixed", "over-large", "over-mixed-qos")
 DEMAND_DRIVEN = ("demand-driven from DCM", "demand-driven from SPX")
 TURNOVER_KIND = "over-mixed-qos"
+TURNOVER_SEEDS = 4  # each seed's turnover takes about two minutes
 
 
 def uniform(memory: MemoryMode, *modes: ComputeMode) -> NodeLayout:
@@ -176,6 +177,7 @@ def main() -> int:
     churn = packing_churn.alternation(min(count, 4), (300.0, 600.0, 1200.0))
     if args.seeds:
         sweep(kinds, args.seeds, count)
+        turnover_sweep(count, min(args.seeds, TURNOVER_SEEDS), epochs=3 if args.quick else 6)
     if args.quick:
         print("\nplots: not written with --quick (the figures in docs/ come from a full run)")
         return 0
@@ -206,6 +208,32 @@ def turnover(count: int, seed: int, *, epochs: int) -> None:
         for name, policy in policies.items()
     ]
     packing_turnover.show(TURNOVER_KIND, seed, runs, epochs, epoch_s, PlannerPolicy().aging_s)
+
+
+def turnover_sweep(count: int, seeds: int, *, epochs: int) -> None:
+    """The turnover trace over seeds 1..``seeds`` with the default policy: the worst epoch of
+    each seed against each optimum."""
+    nodes = [f"mi300x-{i:02d}" for i in range(count)]
+    layouts = strategies(nodes)["DCM profile per node"]
+    runs = [
+        packing_turnover.run(TURNOVER_KIND, seed, layouts, "default", epochs=epochs,
+                             epoch_s=1800.0, policy=PlannerPolicy())
+        for seed in range(1, seeds + 1)
+    ]  # fmt: skip
+    print(f"\nturnover ({TURNOVER_KIND}, default policy), worst epoch of each seed, % of each "
+          f"optimum, over seeds 1-{seeds} (worst / median / best)")  # fmt: skip
+    figures = {
+        "fair": [r.fair for r in runs],
+        "urgent, of fair": [r.fair_urgent for r in runs],
+        "keeping": [r.shares for r in runs],
+        "anew": [r.anew for r in runs],
+    }
+    print_table(
+        ["optimum", "memory placed"],
+        [[name, _spread([100 * min(s) for s in per_seed])] for name, per_seed in figures.items()],
+    )
+    overtaken = [len(r.overtaken) for r in runs]
+    print(f"  overtaken after aging, per seed: {overtaken}")
 
 
 def sweep(kinds: tuple[str, ...], seeds: int, count: int) -> None:
