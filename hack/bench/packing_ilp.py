@@ -229,8 +229,9 @@ def _lexicographic(
             # Stopped by the time limit, the solver's bound is the figure: still an upper one.
             optimal = h.getModelStatus() == highspy.HighsModelStatus.kOptimal
             got[qos] = info.objective_function_value if optimal else info.mip_dual_bound
-            # Hold what this class got (less a rounding margin) while the next one is solved.
-            h.addConstr(placed >= info.objective_function_value - 1e-6)
+            # Hold what this class got, less 1 MiB: a tighter margin is within the solver's
+            # tolerances and can make the next solve infeasible.
+            h.addConstr(placed >= info.objective_function_value - 1e-3)
     h.maximize(_memory(terms))
     return got
 

@@ -84,18 +84,21 @@ def _choose(given: Given) -> Plan:
     # A node whose memory mode allows only some compute modes (NPS2: DPX; NPS4: QPX, CPX) can
     # be reloaded while it is wholly idle; once the plan puts a pod on it, it cannot. If the
     # plan used such a node only in part while pods it cannot take still wait, plan the round
-    # again with those nodes last, where a reload competes with using them as they are. Keep
-    # the plan that serves more, class by class; on a tie the one that strands fewer GPUs.
+    # again with those nodes last, where a reload competes with using them as they are; and
+    # once more with every such node last, when demand they suit is spread over several of
+    # them (setting aside one that the first plan filled can cost: an NPS2 node kept for
+    # DPX pods). Keep the plan that serves most, class by class; on a tie the first of those
+    # that strand the fewest GPUs.
     stranded = _stranded(plans, whatif)
     if not stranded:
         return first
+    candidates = [(first, stranded)]
     restricted = [n.name for n in plans if _reloadable(n) and _restricted(n)]
-    second, again = _round(given, set_aside=restricted)
-    better = (_served(demand, second), -len(_stranded(plans, again))) > (
-        _served(demand, first),
-        -len(stranded),
-    )
-    return second if better else first
+    for set_aside in (stranded, restricted) if restricted != stranded else (stranded,):
+        again, left = _round(given, set_aside=set_aside)
+        candidates.append((again, _stranded(plans, left)))
+    best = max(candidates, key=lambda c: (_served(demand, c[0]), -len(c[1])))
+    return best[0]
 
 
 def _stranded(plans: Sequence[NodePlan], whatif: WhatIf) -> list[str]:

@@ -423,6 +423,24 @@ def test_a_reload_that_serves_a_more_urgent_class_beats_more_batch_memory_as_the
     assert counted.count(standard) == 18
 
 
+def test_an_nps2_node_its_dpx_pods_fill_is_not_reloaded_to_unstrand_an_nps4_node() -> None:
+    # The NPS4 node is used in part by CPX replicas while 70B replicas wait: it is the one to
+    # reload. Setting the NPS2 node aside too would send the DPX replicas to the NPS1 node and
+    # reload the NPS2 node for the 70B ones: as many pods served, at the cost of a reload.
+    dpx = PartitionRequest(90 * GI, sharing=EXCLUSIVE)
+    nodes = [
+        snapshot("a", *[SPX] * 8),
+        snapshot("b", *[DPX] * 8, memory=MemoryMode.NPS2),
+        snapshot("c", *[CPX] * 8, memory=NPS4),
+    ]
+    demand = [*waiting(BIG, 10), *waiting(dpx, 16), *waiting(SMALL, 12)]
+    result = plan(nodes, [], demand, now=NOW, policy=PlannerPolicy(max_changing=24))
+    memory = [(d.node, d.target) for d in result.decisions if isinstance(d, MemoryChange)]
+    assert memory == [("c", NPS1)]
+    counted = [demand[a.position].request for a in (*result.admitted, *result.promised)]
+    assert Counter(counted) == {BIG: 10, dpx: 16, SMALL: 12}
+
+
 def test_natural_mode_is_the_smallest_partition_that_holds_the_pod() -> None:
     assert natural_mode(SMALL, NPS1, 8) is CPX
     assert natural_mode(BIG, NPS1, 8) is SPX
