@@ -124,7 +124,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logs.configure_from(args)
     problems = [
         f"{flag}: must be greater than 0"
         for flag, value in (
@@ -141,6 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     if problems:
         print(f"mipart-controller: {'; '.join(problems)}", file=sys.stderr)
         return 2
+    logs.configure_from(args)
     api = KubeApi.connect(args.kubeconfig)
     state = ClusterState(api, scheduler_name=args.scheduler_name, stale_after_s=args.stale_after)
     identity = os.environ.get("POD_NAME", socket.gethostname())
