@@ -225,7 +225,7 @@ def turnover_sweep(count: int, seeds: int, *, epochs: int) -> None:
     figures = {
         "fair": [r.fair for r in runs],
         "urgent, of fair": [r.fair_urgent for r in runs],
-        "keeping": [r.shares for r in runs],
+        "keeping": [r.keeping for r in runs],
         "anew": [r.anew for r in runs],
     }
     print_table(

@@ -137,6 +137,9 @@ def bound_keeping(
     for allocation in kept:
         for pid in allocation.partition_ids:
             used[allocation.node, _gpu_index(pid)] += 1
+    gpus = len(next(iter(layouts.values())).compute)
+    # Whether a request fits a mode does not depend on the node: ask the engine once.
+    fitting = {c: [m for m in ComputeMode if _fits(c, m, gpus)] for c in classes}
     h = highspy.Highs()  # type: ignore[no-untyped-call]  # its __init__ lacks "-> None"
     h.setOptionValue("output_flag", False)
     h.setOptionValue("time_limit", time_limit)
@@ -158,18 +161,18 @@ def bound_keeping(
                 continue
             load = []
             for c, count in classes.items():
-                if _fits(c, m, len(layout.compute)):
+                if m in fitting[c]:
                     v = h.addVariable(0, count, type=integer)
                     load.append(c.partitions * v)
                     terms.append((c, v))
                     per_class[c].append(v)
             if load:
                 h.addConstr(highspy.Highs.qsum(load) <= capacity)
-    for c, placed in per_class.items():
-        if aged is None:
+    if aged is None:
+        for c, placed in per_class.items():
             h.addConstr(highspy.Highs.qsum(placed) <= classes[c])
-    if aged is not None:
-        _keep_aging(h, waiting, aged, per_class, len(next(iter(layouts.values())).compute))
+    else:
+        _keep_aging(h, waiting, aged, per_class, fitting)
     values = _lexicographic(h, terms)
     return {qos: round(values[qos] * GIB) for qos in QosClass}
 
@@ -179,7 +182,7 @@ def _keep_aging(
     waiting: Sequence[PartitionRequest],
     aged: Sequence[bool],
     per_class: dict[PartitionRequest, list[Var]],
-    gpus: int,
+    fitting: dict[PartitionRequest, list[ComputeMode]],
 ) -> None:
     """One 0/1 variable per waiting pod (placed or not), tied to the counts per request, and
     in each group of pods that may overtake one another (QoS class, natural mode, partition
@@ -188,12 +191,11 @@ def _keep_aging(
     placed = [h.addVariable(0, 1, type=binary) for _ in waiting]
     by_request: dict[PartitionRequest, list[Var]] = defaultdict(list)
     last_aged: dict[tuple[QosClass, ComputeMode | None, int], Var] = {}
-    natural: dict[PartitionRequest, ComputeMode | None] = {}
     for request, is_aged, y in zip(waiting, aged, placed, strict=True):
         by_request[request].append(y)
-        if request not in natural:
-            natural[request] = _natural(request, gpus)
-        group = (request.qos, natural[request], request.partitions)
+        # Its natural mode: the one with the smallest partitions that hold it.
+        natural = max(fitting[request], key=lambda m: m.partition_count, default=None)
+        group = (request.qos, natural, request.partitions)
         before = last_aged.get(group)
         if before is not None:
             h.addConstr(y <= before)
@@ -205,12 +207,6 @@ def _keep_aging(
             h.addConstr(highspy.Highs.qsum(counts) == highspy.Highs.qsum(ys))
         else:  # fits nowhere: never placed
             h.addConstr(highspy.Highs.qsum(ys) <= 0)
-
-
-def _natural(request: PartitionRequest, gpus: int) -> ComputeMode | None:
-    """The mode with the smallest partitions that hold ``request`` (None: none does)."""
-    fitting = [m for m in ComputeMode if _fits(request, m, gpus)]
-    return max(fitting, key=lambda m: m.partition_count, default=None)
 
 
 def _lexicographic(

@@ -1,11 +1,12 @@
 """Demand that turns over, for the packing benchmark: epochs in which some Deployments leave and
 new ones arrive (traces.churn), through the simulated cluster (packing_sim.Cluster).
 
-At the end of each epoch the memory placed is compared with two optima (packing_ilp): the one
-that keeps the pods running at the epoch's start where they are and places the rest
-(bound_keeping: the best any scheduler that moves no running pod could do), and the one that
-places every pod present anew (solve), which also measures what earlier epochs left where
-they are. Both are lexicographic by QoS class and ignore waiting times. The waits are
+At the end of each epoch the memory placed is compared with three optima (packing_ilp), all
+lexicographic by QoS class: *fair* keeps the pods running at the epoch's start where they are,
+places the rest and keeps the aging promise (bound_keeping with aged=: the best a scheduler
+that moves no running pod and keeps that promise could do); *keeping* is the same without the
+promise (what it costs); *anew* places every pod present anew (solve), which also measures
+what earlier epochs left where they are. The waits are
 per QoS class and per size (the pod's natural compute mode), and a pod counts as *overtaken*
 when, after it waited longer than the default aging bound (plus the time a change takes), a
 younger pod of its size and of its class or a less urgent one was bound to partitions it fits:
@@ -39,9 +40,9 @@ class Turnover:
     fair: list[float] = field(default_factory=list)
     fair_urgent: list[float] = field(default_factory=list)
     # memory placed / the optimum that keeps the epoch's running pods where they are
-    shares: list[float] = field(default_factory=list)
+    keeping: list[float] = field(default_factory=list)
     # the same for the latency and standard classes together, which defragmentation serves
-    urgent: list[float] = field(default_factory=list)
+    keeping_urgent: list[float] = field(default_factory=list)
     # memory placed / the optimum that places every pod anew, and for latency and standard
     anew: list[float] = field(default_factory=list)
     anew_urgent: list[float] = field(default_factory=list)
@@ -107,8 +108,8 @@ def run(
         anew = _by_class((requests[int(a.pod)], a.total_bytes) for a in best.allocations)
         result.fair.append(_ratio(placed, fair))
         result.fair_urgent.append(_ratio(placed, fair, urgent=True))
-        result.shares.append(_ratio(placed, keeping))
-        result.urgent.append(_ratio(placed, keeping, urgent=True))
+        result.keeping.append(_ratio(placed, keeping))
+        result.keeping_urgent.append(_ratio(placed, keeping, urgent=True))
         result.anew.append(_ratio(placed, anew))
         result.anew_urgent.append(_ratio(placed, anew, urgent=True))
     for name, request in present.items():
@@ -170,9 +171,9 @@ def show(kind: str, seed: int, runs: list[tuple[str, Turnover]], epochs: int, ep
                "of anew", "urgent, of anew", "GPU changes", "reloads", "evictions",
                "overtaken after aging"]  # fmt: skip
     rows = [
-        [name, _spread(r.fair), _spread(r.fair_urgent), _spread(r.shares), _spread(r.urgent),
-         _spread(r.anew), _spread(r.anew_urgent), r.changes, r.reloads, r.evictions,
-         len(r.overtaken)]
+        [name, _spread(r.fair), _spread(r.fair_urgent), _spread(r.keeping),
+         _spread(r.keeping_urgent), _spread(r.anew), _spread(r.anew_urgent), r.changes,
+         r.reloads, r.evictions, len(r.overtaken)]
         for name, r in runs
     ]  # fmt: skip
     print_table(headers, rows)

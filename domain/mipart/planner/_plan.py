@@ -94,7 +94,8 @@ def _choose(given: Given) -> Plan:
         return first
     candidates = [(first, stranded)]
     restricted = [n.name for n in plans if _reloadable(n) and _restricted(n)]
-    for set_aside in (stranded, restricted) if restricted != stranded else (stranded,):
+    set_asides = [stranded] if restricted == stranded else [stranded, restricted]
+    for set_aside in set_asides:
         again, left = _round(given, set_aside=set_aside)
         candidates.append((again, _stranded(plans, left)))
     best = max(candidates, key=lambda c: (_served(demand, c[0]), -len(c[1])))
@@ -202,9 +203,7 @@ def _rank(whatif: WhatIf, option: Option) -> tuple[object, ...]:
     node = whatif.nodes[option.node]
     cooling = sum(node.gpus[g].cooling for g in option.changes)
     free = sum(g.free for g in node.gpus.values())
-    # On a tie, a node whose memory mode allows fewer compute modes first: what it can serve
-    # it serves there, and GPUs that can take any mode stay free for what it cannot.
-    # Then fuller nodes first, so whole nodes stay idle for a memory-mode change.
+    # Fuller nodes first, so whole nodes stay idle for a memory-mode change.
     return (option.qos_rank, -option.fill / penalty, -option.placed_bytes, len(option.changes),
             cooling, free, option.node, option.gpus)  # fmt: skip
 
