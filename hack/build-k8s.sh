@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the real Kubernetes components the tests and the demo run: kube-apiserver,
 # kube-controller-manager, kube-scheduler, kubectl and etcd from the k8s.io/kubernetes Go
-# module, and kwok from sigs.k8s.io/kwok, at the versions pinned in hack/versions.env.
+# module, kwok from sigs.k8s.io/kwok and helm from helm.sh/helm/v4, at the versions pinned in
+# hack/versions.env.
 #
 # Binaries land in a cache directory keyed by those versions, so a second run builds nothing.
 #
@@ -21,7 +22,9 @@ CACHE_ROOT="${MIPART_CACHE_DIR:-${XDG_CACHE_HOME:-${HOME}/.cache}/mipart}"
 KEY="k8s-${K8S_VERSION}_etcd-${ETCD_VERSION}_kwok-${KWOK_VERSION}"
 ROOT="${CACHE_ROOT}/k8s/${KEY}"
 BIN_DIR="${ROOT}/bin"
-BINARIES=(kube-apiserver kube-controller-manager kube-scheduler kubectl etcd kwok)
+BINARIES=(kube-apiserver kube-controller-manager kube-scheduler kubectl etcd kwok helm)
+# helm is keyed apart (its version is not in KEY), so a helm bump rebuilds helm alone.
+HELM_STAMP="${BIN_DIR}/.helm-${HELM_VERSION}"
 # kwok's stage definitions (how fake nodes and pods move through their lifecycle), copied
 # from the same kwok release so that they match the binary.
 KWOK_STAGES="${ROOT}/share/kwok-stages.yaml"
@@ -31,7 +34,7 @@ all_cached() {
   for b in "${BINARIES[@]}"; do
     [[ -x "${BIN_DIR}/${b}" ]] || return 1
   done
-  [[ -f "${KWOK_STAGES}" ]]
+  [[ -f "${KWOK_STAGES}" && -f "${HELM_STAMP}" ]]
 }
 
 case "${1:-}" in
@@ -185,6 +188,19 @@ if [[ ! -x "${BIN_DIR}/kwok" ]]; then
     install -v -ldflags "-s -w -X sigs.k8s.io/kwok/pkg/consts.Version=${KWOK_VERSION#v}" \
     "sigs.k8s.io/kwok/cmd/kwok@${KWOK_VERSION}"
   unset GOBIN
+fi
+
+# --- helm: like kwok, a module without replace directives. Its version string is stamped the
+# way helm's own Makefile does it.
+if [[ ! -x "${BIN_DIR}/helm" || ! -f "${HELM_STAMP}" ]]; then
+  rm -rf "${ROOT}/helm-gobin"; mkdir -p "${ROOT}/helm-gobin"
+  export GOBIN="${ROOT}/helm-gobin"
+  go_build helm "${ROOT}" "${ROOT}/helm-gobin/helm" \
+    install -v -ldflags "-s -w -X helm.sh/helm/v4/internal/version.version=${HELM_VERSION}" \
+    "helm.sh/helm/v4/cmd/helm@${HELM_VERSION}"
+  unset GOBIN
+  rm -f "${BIN_DIR}"/.helm-*
+  touch "${HELM_STAMP}"
 fi
 
 if [[ ! -f "${KWOK_STAGES}" ]]; then
