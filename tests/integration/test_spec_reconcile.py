@@ -159,3 +159,51 @@ def test_the_cli_refuses_a_gpu_with_an_allocation(node: Node, api: Any, namespac
     assert "FAILED_PRECONDITION" in result.stderr or "precondition" in result.stderr.lower()
     assert f"{namespace}/holder" in result.stderr
     assert status(api, name)["gpus"][2]["computePartition"] == "SPX"
+
+
+def test_a_new_gpunode_starts_from_the_layout_its_node_labels_pick(
+    control_plane: ControlPlane, api: Any, emulator_build: Path, tmp_path: Path
+) -> None:
+    name = control_plane.node_names[2]
+    layouts = tmp_path / "layouts.yaml"
+    layouts.write_text(
+        "- {matchLabels: {mipart.io/pool: nowhere}, computePartition: DPX}\n"
+        "- {matchLabels: {mipart.io/pool: small-models}, memoryPartition: NPS1,"
+        " computePartition: CPX}\n"
+    )
+    core = kube.core(api)
+    core.patch_node(name, {"metadata": {"labels": {"mipart.io/pool": "small-models"}}})
+    token = control_plane.service_account_kubeconfig("mipart-system", "mipart-daemon")
+    daemon = Node(emulator_build, tmp_path)
+    daemon.extra_args = [
+        "--kubeconfig", str(token), "--node-name", name, "--heartbeat", "1",
+        "--layouts", str(layouts),
+    ]  # fmt: skip
+    daemon.start()
+    try:
+        wait_until(
+            "every GPU in CPX",
+            lambda: (
+                status(api, name).get("partitionCount") == 64
+                and condition(api, name, "LayoutReconciled").get("status") == "True"
+            ),
+            timeout=60,
+        )
+        spec = kube.gpunode(api, name)["spec"]
+        assert spec["memoryPartition"] == "NPS1"
+        assert [g["computePartition"] for g in spec["gpus"]] == ["CPX"] * 8
+        # The layout is the first one only: the spec is the desired state from then on, and a
+        # restarted daemon finds its GPUNode and leaves the spec alone.
+        set_spec(api, name, {"gpus": [{"index": 0, "computePartition": "SPX"}]})
+        daemon.stop()
+        daemon.start()
+        wait_until(
+            "GPU 0 back in SPX",
+            lambda: status(api, name).get("partitionCount") == 57,
+            timeout=60,
+        )
+        assert kube.gpunode(api, name)["spec"]["gpus"][0]["computePartition"] == "SPX"
+    finally:
+        daemon.stop()
+        core.patch_node(name, {"metadata": {"labels": {"mipart.io/pool": None}}})
+        kube.custom_objects(api).delete_cluster_custom_object(*kube.GPUNODES, name)

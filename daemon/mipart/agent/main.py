@@ -20,6 +20,7 @@ from mipart.runtime.signals import wait_for_stop
 
 if TYPE_CHECKING:
     from mipart.agent.deviceplugin.plugin import DevicePlugin
+    from mipart.agent.gpunode.layouts import LayoutRule
     from mipart.agent.gpunode.publisher import GpuNodePublisher
     from mipart.agent.limits.monitor import MemoryMonitor
     from mipart.agent.server.convert import PodsProvider
@@ -30,6 +31,7 @@ from mipart.agent.server.transport import ConfigError, TlsFiles, serve, serve_st
 from mipart.sizing import LimitAction, read_pod_memory
 
 DEFAULT_SOCKET = "/run/mipart/node.sock"
+Layouts = tuple["LayoutRule", ...]
 DEFAULT_LAUNCHER_SOCKET = Path("/run/mipart/launcher/startup.sock")
 log = structlog.get_logger("mipart.agent")
 
@@ -78,6 +80,14 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         help="publish GPUNode status with this kubeconfig (in a cluster: the pod's service "
         "account is used without this flag)",
+    )
+    p.add_argument(
+        "--layouts",
+        type=Path,
+        metavar="FILE",
+        help="YAML list of {matchLabels, memoryPartition, computePartition}: the first entry "
+        "whose labels the Node has is the layout its GPUNode is created with (the chart's "
+        "daemon.layouts); afterwards GPUNode.spec alone says what the GPUs run",
     )
     p.add_argument(
         "--heartbeat",
@@ -135,13 +145,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logs.configure_from(args)
-    tls_parts = (args.tls_cert, args.tls_key, args.tls_client_ca)
-    if any(tls_parts) and not all(tls_parts):
-        print(
-            "mipart-daemon: --tls-cert, --tls-key and --tls-client-ca go together", file=sys.stderr
-        )
+    configuration = _configuration(args)
+    if isinstance(configuration, str):
+        print(f"mipart-daemon: {configuration}", file=sys.stderr)
         return 2
-    tls = TlsFiles(*tls_parts) if all(tls_parts) else None
+    tls, layouts = configuration
     listen = args.listen or args.socket or DEFAULT_SOCKET
 
     from mipart.agent.hardware.amdsmi_backend import AmdSmiHardware  # noqa: PLC0415
@@ -186,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
         start_http_server(int(port), addr=host or "127.0.0.1", registry=metrics.registry)
     # The publisher (and its pod cache) exists before the manager starts, so that even the
     # start-up reconcile refuses to change a GPU that a pod holds an allocation on.
-    publisher = _publisher(args, manager)
+    publisher = _publisher(args, manager, layouts)
     if publisher is not None:
         service.set_pods_provider(_pods_provider(publisher, args.proc_root))
         publisher.start()
@@ -231,7 +239,25 @@ def _startup_server(manager: PartitionManager, path: Path) -> grpc.Server:
     return server
 
 
-def _publisher(args: argparse.Namespace, manager: PartitionManager) -> GpuNodePublisher | None:
+def _configuration(args: argparse.Namespace) -> tuple[TlsFiles | None, Layouts] | str:
+    """The TLS files and the first-layout rules the flags name, or what is wrong with them."""
+    tls_parts = (args.tls_cert, args.tls_key, args.tls_client_ca)
+    if any(tls_parts) and not all(tls_parts):
+        return "--tls-cert, --tls-key and --tls-client-ca go together"
+    tls = TlsFiles(*tls_parts) if all(tls_parts) else None
+    if args.layouts is None:
+        return tls, ()
+    from mipart.agent.gpunode.layouts import LayoutsError, load_layouts  # noqa: PLC0415
+
+    try:
+        return tls, load_layouts(args.layouts)
+    except LayoutsError as err:
+        return f"--layouts: {err}"
+
+
+def _publisher(
+    args: argparse.Namespace, manager: PartitionManager, layouts: Layouts
+) -> GpuNodePublisher | None:
     """Publish to Kubernetes when given a kubeconfig or running in a pod; else run standalone."""
     if args.kubeconfig is None and "KUBERNETES_SERVICE_HOST" not in os.environ:
         log.info("gpunode.disabled", reason="no --kubeconfig and not in a cluster")
@@ -245,7 +271,12 @@ def _publisher(args: argparse.Namespace, manager: PartitionManager) -> GpuNodePu
     api = KubeApi.connect(args.kubeconfig)
     reconciler = DesiredLayoutReconciler(manager)
     publisher = GpuNodePublisher(
-        api, args.node_name, manager, heartbeat_s=args.heartbeat, reconciler=reconciler
+        api,
+        args.node_name,
+        manager,
+        heartbeat_s=args.heartbeat,
+        reconciler=reconciler,
+        layouts=layouts,
     )
     manager.set_occupant_check(publisher.occupants)
     watcher = SpecWatcher(api, args.node_name, reconciler)

@@ -9,10 +9,12 @@ annotations.
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from typing import Any
 
 import structlog
 
+from mipart.agent.gpunode.layouts import LayoutRule, first_match
 from mipart.agent.gpunode.status import gpunode_status
 from mipart.agent.partitions.desired import DesiredLayoutReconciler
 from mipart.agent.partitions.manager import PartitionManager
@@ -35,8 +37,10 @@ class GpuNodePublisher:
         reconciler: DesiredLayoutReconciler,
         heartbeat_s: float = 20.0,
         min_interval_s: float = 0.5,
+        layouts: Sequence[LayoutRule] = (),
     ) -> None:
         self._api = api
+        self._layouts = layouts
         self._reconciler = reconciler
         self._node = node_name
         self._manager = manager
@@ -138,6 +142,7 @@ class GpuNodePublisher:
             if err.status != 404:
                 raise
         node = self._api.get(f"/api/v1/nodes/{self._node}")
+        spec = self._first_spec(node["metadata"].get("labels") or {})
         created = self._api.post(
             GPUNODES,
             {
@@ -155,8 +160,20 @@ class GpuNodePublisher:
                         }
                     ],
                 },
-                "spec": {},
+                "spec": spec,
             },
         )
-        log.info("gpunode.created", node=self._node)
+        log.info("gpunode.created", node=self._node, spec=spec)
         return dict(created)
+
+    def _first_spec(self, labels: dict[str, str]) -> dict[str, Any]:
+        """The first layout whose labels the Node has; none: keep what the GPUs run."""
+        rule = first_match(self._layouts, labels)
+        if rule is None:
+            return {}
+        inventory = self._manager.status().inventory
+        if inventory is None:
+            # Created with an empty spec, the GPUNode would never get this layout: wait.
+            raise OSError("the GPUs are not read yet; the GPUNode is created once they are")
+        log.info("gpunode.first_layout", node=self._node, labels=rule.match_labels)
+        return rule.spec(len(inventory.gpus))
