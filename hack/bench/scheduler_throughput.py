@@ -3,7 +3,7 @@
 
 The cluster is the test harness's real control plane (hack/devcluster/controlplane.py, state in
 .run/bench-cluster): etcd, kube-apiserver, the controller manager, kwok playing the kubelets
-of N fake MI300X nodes, and kube-scheduler run from manifests/scheduler/scheduler-config.yaml.
+of N fake MI300X nodes, and kube-scheduler run with the chart's scheduler configuration.
 The extender runs as its own process, as hack/devcluster/stack.py starts it, under the
 scheduler's service account. There are no daemons: this script writes each node's GPUNode
 (a mixed layout, Ready, its heartbeat refreshed every HEARTBEAT_S seconds) as a daemon would.
@@ -57,10 +57,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from unittest import mock
 
 import orjson
-import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from mipart.geometry import NodeLayout, partitions_of
@@ -73,7 +71,6 @@ from mipart.runtime.logs import configure as configure_logging
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from hack.bench import fleet
 from hack.bench.report import machine, print_table
-from hack.devcluster import controlplane
 from hack.devcluster.binaries import REPO_ROOT, cache_dir
 from hack.devcluster.controlplane import ControlPlane, print_progress
 from hack.devcluster.procs import Process, wait_until
@@ -196,15 +193,9 @@ class Heartbeat:
                     print(f"heartbeat of {name} failed: {err}", file=sys.stderr)
 
 
-def scheduler_config_without_client_limits() -> Path:
-    """A copy of manifests/scheduler/scheduler-config.yaml whose only change is the API
-    client's rate limit (the harness fills in the kubeconfig and extender port as usual)."""
-    config = yaml.safe_load(controlplane.SCHEDULER_CONFIG.read_text())
+def lift_client_limits(config: dict[str, Any]) -> None:
+    """The chart's scheduler configuration with one change: the API client's rate limit."""
     config["clientConnection"].update(qps=CLIENT_QPS, burst=CLIENT_QPS)
-    path = REPO_ROOT / ".run" / "bench-scheduler-config.yaml"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(config, sort_keys=False))
-    return path
 
 
 # --- the extender --------------------------------------------------------------------------
@@ -519,20 +510,15 @@ def create_namespace(api: KubeApi) -> None:
 def benchmark(args: argparse.Namespace) -> list[Run]:
     # Built before the cluster starts: a first build takes a minute of the machine's CPUs.
     reference = None if args.no_reference else build_reference_extender()
-    plane = ControlPlane(STATE_DIR)
+    plane = ControlPlane(
+        STATE_DIR, scheduler_config=None if args.manifest_client_limits else lift_client_limits
+    )
     extender: Process | None = None
     heartbeat: Heartbeat | None = None
     watch: PodWatch | None = None
     try:
         print_progress(f"starting a control plane with {args.nodes} kwok nodes in {STATE_DIR}")
-        if args.manifest_client_limits:
-            plane.start(nodes=args.nodes, progress=print_progress)
-        else:
-            # The harness reads the manifest from controlplane.SCHEDULER_CONFIG: point it at
-            # the copy for this start only.
-            config = scheduler_config_without_client_limits()
-            with mock.patch.object(controlplane, "SCHEDULER_CONFIG", config):
-                plane.start(nodes=args.nodes, progress=print_progress)
+        plane.start(nodes=args.nodes, progress=print_progress)
         api = KubeApi.connect(plane.kubeconfig)
         print_progress("publishing GPUNodes")
         publish_gpunodes(api, plane.node_names)

@@ -1,6 +1,7 @@
 """A real Kubernetes control plane on loopback: etcd, kube-apiserver (RBAC, admission webhooks,
 service-account tokens), kube-controller-manager, the default kube-scheduler, mipart's
-kube-scheduler from manifests/scheduler/, and kwok playing the kubelets of fake MI300X nodes.
+kube-scheduler configured by the Helm chart (manifests/charts/mipart), and kwok playing the
+kubelets of fake MI300X nodes.
 
 The same code serves pytest (tests/integration/conftest.py) and the shell (hack/cluster).
 Everything lives in one state directory: certificates, kubeconfigs, etcd data, component logs,
@@ -22,13 +23,11 @@ from typing import Any
 
 import yaml
 
-from hack.devcluster import components, credentials, kube, kubeconfig, kwok, pki, readiness
-from hack.devcluster.binaries import REPO_ROOT, Binaries, ensure_built
+from hack.devcluster import chart, components, credentials, kube, kubeconfig, kwok, pki, readiness
+from hack.devcluster.binaries import Binaries, ensure_built
 from hack.devcluster.procs import Process, StartupError, free_ports, tail, wait_until
 
-MANIFESTS = REPO_ROOT / "manifests"
-SCHEDULER_CONFIG = MANIFESTS / "scheduler" / "scheduler-config.yaml"
-# The identity mipart's scheduler runs as, granted by manifests/rbac/scheduler.yaml.
+# The identity mipart's scheduler runs as, granted by the chart's rbac-scheduler.yaml.
 SCHEDULER_SERVICE_ACCOUNT = "mipart-scheduler"
 COMPONENTS = (
     "etcd",
@@ -67,8 +66,15 @@ class ClusterInfo:
 class ControlPlane:
     """Start with `ControlPlane(state_dir).start(nodes=N)`; stop with `.stop()`."""
 
-    def __init__(self, state_dir: Path) -> None:
+    def __init__(
+        self,
+        state_dir: Path,
+        scheduler_config: Callable[[dict[str, Any]], None] | None = None,
+    ) -> None:
+        """scheduler_config, if given, edits the chart's scheduler configuration before
+        mipart's kube-scheduler starts with it (a benchmark lifts its client rate limit)."""
         self.state_dir = state_dir.resolve()
+        self._edit_scheduler_config = scheduler_config
         self.log_dir = self.state_dir / "logs"
         self.kubeconfig = self.state_dir / "kubeconfig"
         self.info: ClusterInfo | None = None
@@ -162,11 +168,14 @@ class ControlPlane:
         *,
         nodes: int = 2,
         detach: bool = False,
+        with_mipart: bool = True,
         progress: Callable[[str], None] = no_progress,
     ) -> ControlPlane:
         """Start everything and wait until it works; on failure stop what started and raise.
 
         detach: the components outlive this process (for `hack/cluster up`).
+        with_mipart: install the chart's CRDs and RBAC and run mipart's kube-scheduler; without
+        it, a bare cluster for `helm install` to install into.
         progress: told each step, for a person watching.
         """
         self._progress = progress
@@ -179,7 +188,7 @@ class ControlPlane:
         shutil.rmtree(self.state_dir, ignore_errors=True)
         self.log_dir.mkdir(parents=True)
         try:
-            self._start(binaries, nodes=nodes, detach=detach)
+            self._start(binaries, nodes=nodes, detach=detach, with_mipart=with_mipart)
         except BaseException:
             self.stop(keep_logs=True)
             raise
@@ -200,7 +209,7 @@ class ControlPlane:
 
     # --- the start sequence --------------------------------------------------------------
 
-    def _start(self, binaries: Binaries, *, nodes: int, detach: bool) -> None:
+    def _start(self, binaries: Binaries, *, nodes: int, detach: bool, with_mipart: bool) -> None:
         ports = components.Ports(*free_ports(len(fields(components.Ports))))
         certs = credentials.Pki.create(self.state_dir / "pki")
         api_url = f"https://127.0.0.1:{ports.apiserver}"
@@ -254,25 +263,25 @@ class ControlPlane:
         run("kwok", kwok.kwok_argv(binaries, kwok_kubeconfig, ports.kwok, binaries.kwok_stages))
 
         api = self.api_client()
-        self._progress("installing manifests/crds and manifests/rbac")
-        self._install_manifests()
+        if with_mipart:
+            self._progress("installing the chart's CRDs, service accounts, RBAC, PriorityClasses")
+            self._install_manifests()
         self._progress(f"creating {nodes} MI300X nodes")
         for name in self.node_names:
             kube.core(api).create_node(body=kwok.mi300x_node(name))
-        self._start_mipart_scheduler(api, binaries, ports, run)
-        self._wait_until_working(api, ports)
+        if with_mipart:
+            self._start_mipart_scheduler(api, binaries, ports, run)
+        self._wait_until_working(api, ports, with_mipart=with_mipart)
 
     def _install_manifests(self) -> None:
-        """The project's own CRDs, RBAC and PriorityClasses, applied by kubectl as a user
-        would."""
-        self.kubectl(
-            "create", "namespace", _scheduler_config()["leaderElection"]["resourceNamespace"]
+        """The chart's CRDs, service accounts, RBAC and PriorityClasses, applied by kubectl as
+        a user would."""
+        self.kubectl("create", "namespace", chart.NAMESPACE)
+        self.kubectl("apply", "-f", str(chart.CRDS))
+        access = chart.write(
+            chart.access_objects(chart.default_objects()), self.state_dir / "chart-access.yaml"
         )
-        for directory in ("crds", "rbac"):
-            if any((MANIFESTS / directory).glob("*.yaml")):
-                self.kubectl("apply", "-f", str(MANIFESTS / directory))
-        # The QoS classes' priorities, which the webhook gives queued pods.
-        self.kubectl("apply", "-f", str(MANIFESTS / "controller" / "priorityclasses.yaml"))
+        self.kubectl("apply", "-f", str(access))
         self.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd", "--all")
 
     def _start_mipart_scheduler(
@@ -282,13 +291,12 @@ class ControlPlane:
         ports: components.Ports,
         run: Callable[[str, list[str]], Process],
     ) -> None:
-        """Run kube-scheduler with manifests/scheduler/scheduler-config.yaml as mipart's
-        service account, so the RBAC in manifests/rbac/ is what lets it work."""
-        config = _scheduler_config()
+        """Run kube-scheduler with the chart's scheduler configuration as mipart's service
+        account, so the chart's RBAC is what lets it work."""
+        config = self._scheduler_config()
         namespace = config["leaderElection"]["resourceNamespace"]
         sa_kubeconfig = self.service_account_kubeconfig(namespace, SCHEDULER_SERVICE_ACCOUNT, api)
-        # A copy of the manifest with this cluster's kubeconfig and extender port; the
-        # manifest stays as it is.
+        # The chart's configuration with this cluster's kubeconfig and extender port.
         config["clientConnection"]["kubeconfig"] = str(sa_kubeconfig)
         for extender in config.get("extenders", []):
             extender["urlPrefix"] = f"http://127.0.0.1:{ports.extender}"
@@ -299,13 +307,15 @@ class ControlPlane:
             components.kube_scheduler_from_config(binaries, ports, config_copy, sa_kubeconfig),
         )
 
-    def _wait_until_working(self, api: Any, ports: components.Ports) -> None:
+    def _wait_until_working(self, api: Any, ports: components.Ports, *, with_mipart: bool) -> None:
         self._progress("waiting for schedulers, controllers and nodes")
         for name, port in (
             ("kube-scheduler", ports.scheduler),
             ("mipart-scheduler", ports.mipart_scheduler),
             ("kube-controller-manager", ports.controller_manager),
         ):
+            if name not in self._processes:
+                continue
             url = f"https://127.0.0.1:{port}/healthz"
             self._wait(
                 f"{name} /healthz",
@@ -324,12 +334,20 @@ class ControlPlane:
             partial(readiness.service_account_exists, api, "default", "default"),
             self._processes["kube-controller-manager"],
         )
-        lease = _scheduler_config()["leaderElection"]
+        if not with_mipart:
+            return
+        lease = self._scheduler_config()["leaderElection"]
         self._wait(
             "mipart-scheduler to hold its leader lease",
             partial(readiness.lease_held, api, lease["resourceNamespace"], lease["resourceName"]),
             self._processes["mipart-scheduler"],
         )
+
+    def _scheduler_config(self) -> dict[str, Any]:
+        config = chart.scheduler_config()
+        if self._edit_scheduler_config is not None:
+            self._edit_scheduler_config(config)
+        return config
 
     def _wait(self, what: str, ready: Callable[[], bool], process: Process) -> None:
         wait_until(what, ready, STARTUP_TIMEOUT, process=process)
@@ -354,8 +372,3 @@ class ControlPlane:
 
     def _save(self) -> None:
         (self.state_dir / "state.json").write_text(json.dumps(asdict(self._info()), indent=2))
-
-
-def _scheduler_config() -> dict[str, Any]:
-    config: dict[str, Any] = yaml.safe_load(SCHEDULER_CONFIG.read_text())
-    return config

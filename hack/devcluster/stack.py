@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import copy
 import json
 import sys
 from collections.abc import Iterator
@@ -12,17 +13,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from hack.devcluster import kube
-from hack.devcluster.binaries import REPO_ROOT
+from hack.devcluster import chart, kube
 from hack.devcluster.controlplane import ControlPlane
 from hack.devcluster.node import Node
 from hack.devcluster.procs import Process, free_ports, wait_until
 from hack.devcluster.readiness import http_ok
 from mipart.contract.annotations import MEMORY
 
-WEBHOOK_MANIFEST = REPO_ROOT / "manifests" / "webhook" / "webhook.yaml"
 # The extender's --stale-after in the tests: a GPUNode whose heartbeat is older is not ready.
 EXTENDER_STALE_AFTER_S = 30
 
@@ -133,10 +130,15 @@ class Stack:
         )
         ca = base64.b64encode(self.plane.ca_cert.read_bytes()).decode()
         admission = kube.admission_registration(api)
-        for doc in yaml.safe_load_all(WEBHOOK_MANIFEST.read_text()):
+        configurations = [
+            copy.deepcopy(obj)
+            for obj in chart.default_objects()
+            if obj["kind"] in {"MutatingWebhookConfiguration", "ValidatingWebhookConfiguration"}
+        ]
+        for doc in configurations:
             for hook in doc["webhooks"]:
                 path = hook["clientConfig"]["service"]["path"]
-                # The manifest points at the in-cluster Service; here the webhook is local.
+                # The chart points at the in-cluster Service; here the webhook is local.
                 hook["clientConfig"] = {"url": f"https://127.0.0.1:{port}{path}", "caBundle": ca}
             create = (
                 admission.create_mutating_webhook_configuration

@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 from kubernetes.client.exceptions import ApiException
 
-from hack.devcluster import kube, kubeconfig
-from hack.devcluster.controlplane import MANIFESTS, ControlPlane
+from hack.devcluster import chart, kube, kubeconfig
+from hack.devcluster.controlplane import ControlPlane
 from hack.devcluster.kwok import GPU_PRODUCT_LABEL
 from hack.devcluster.procs import wait_until
 from hack.devcluster.webhook_server import DENY_LABEL, WebhookServer
@@ -152,7 +152,7 @@ def gpunode(name: str, spec: dict[str, Any]) -> dict[str, Any]:
 def test_gpunode_crd_from_manifests_installs_and_accepts_a_valid_object(
     api: Any, control_plane: ControlPlane
 ) -> None:
-    crd_file = MANIFESTS / "crds" / "gpunodes.mipart.io.yaml"
+    crd_file = chart.CRDS / "gpunodes.mipart.io.yaml"
     control_plane.kubectl("apply", "-f", str(crd_file))  # again: apply is idempotent
     control_plane.kubectl(
         "wait", "--for=condition=Established", "--timeout=60s", "crd/gpunodes.mipart.io"

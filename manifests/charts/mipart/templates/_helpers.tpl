@@ -1,0 +1,59 @@
+{{/* The product image, one for every component. */}}
+{{- define "mipart.image" -}}
+{{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}
+{{- end -}}
+
+{{/* Labels on every object: what it is part of, which release and chart made it. */}}
+{{- define "mipart.labels" -}}
+app.kubernetes.io/part-of: mipart
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
+{{- end -}}
+
+{{/* Labels of one component; its pods are selected by app.kubernetes.io/name alone. */}}
+{{- define "mipart.componentLabels" -}}
+app.kubernetes.io/name: {{ .name }}
+{{ include "mipart.labels" .root }}
+{{- end -}}
+
+{{/* The TLS mode after "auto" is resolved against the cluster's APIs. */}}
+{{- define "mipart.tlsMode" -}}
+{{- $mode := .Values.tls.mode -}}
+{{- if eq $mode "auto" -}}
+{{- if .Capabilities.APIVersions.Has "cert-manager.io/v1" -}}cert-manager{{- else -}}builtin{{- end -}}
+{{- else -}}
+{{ $mode }}
+{{- end -}}
+{{- end -}}
+
+{{/* Whether to ship the NodeFeatureRule that labels MI300X nodes. */}}
+{{- define "mipart.nodeFeatureRule" -}}
+{{- $want := toString .Values.daemon.nodeFeatureRule -}}
+{{- if eq $want "auto" -}}
+{{- if .Capabilities.APIVersions.Has "nfd.k8s-sigs.io/v1alpha1" -}}true{{- end -}}
+{{- else if eq $want "true" -}}true
+{{- end -}}
+{{- end -}}
+
+{{/* Pod-level securityContext for the components that run restricted. */}}
+{{- define "mipart.restrictedPod" -}}
+runAsNonRoot: true
+runAsUser: 65532
+runAsGroup: 65532
+seccompProfile: {type: RuntimeDefault}
+{{- end -}}
+
+{{/* Container-level securityContext for the components that run restricted. */}}
+{{- define "mipart.restrictedContainer" -}}
+allowPrivilegeEscalation: false
+readOnlyRootFilesystem: true
+capabilities: {drop: [ALL]}
+{{- end -}}
+
+{{/* The logging flags every component takes. */}}
+{{- define "mipart.logFlags" -}}
+- --log-format={{ .Values.logFormat }}
+- --log-level={{ .Values.logLevel }}
+{{- end -}}

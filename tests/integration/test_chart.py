@@ -1,0 +1,363 @@
+"""The Helm chart (manifests/charts/mipart) with the real helm and the real apiserver: lint and
+render every documented values combination, refuse bad values by name, pass a server-side
+dry run, and install, upgrade and uninstall on a control plane of its own."""
+
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from hack.devcluster import chart
+from hack.devcluster.controlplane import ControlPlane
+from hack.devcluster.kwok import GPU_PRODUCT_LABEL
+from hack.devcluster.procs import wait_until
+from mipart.webhook.mutate import PRIORITY_CLASSES
+
+pytestmark = pytest.mark.integration
+
+# The combinations docs/install.md documents, each checked the same way.
+COMBINATIONS: dict[str, dict[str, Any]] = {
+    "default": {},
+    "existing-scheduler": {"scheduler": {"mode": "existing"}},
+    "cert-manager": {"tls": {"mode": "cert-manager"}},
+    "builtin-tls": {"tls": {"mode": "builtin"}},
+    "layouts": {
+        "daemon": {
+            "layouts": [
+                {
+                    "matchLabels": {"mipart.io/pool": "small-models"},
+                    "memoryPartition": "NPS4",
+                    "computePartition": "CPX",
+                },
+                {"matchLabels": {}, "memoryPartition": "NPS1", "computePartition": "SPX"},
+            ]
+        }
+    },
+    "monitoring": {
+        "monitoring": {"serviceMonitor": True, "podMonitor": True, "labels": {"release": "prom"}}
+    },
+    "single-replicas": {
+        "controller": {"replicas": 1},
+        "webhook": {"replicas": 1},
+        "scheduler": {"replicas": 1},
+    },
+    "node-feature-rule": {"daemon": {"nodeFeatureRule": True}},
+}
+# Node Feature Discovery's CRD is not published as a Go module: its objects are rendered and
+# linted, not sent to the apiserver.
+NOT_ON_THIS_APISERVER = {"NodeFeatureRule"}
+
+
+def helm(*args: str, kubeconfig: Path | None = None) -> subprocess.CompletedProcess[str]:
+    argv = [chart.helm(), *args]
+    if kubeconfig is not None:
+        argv += ["--kubeconfig", str(kubeconfig)]
+    return subprocess.run(argv, capture_output=True, text=True, check=False)
+
+
+def values_file(tmp_path: Path, values: dict[str, Any]) -> str:
+    path = tmp_path / "values.yaml"
+    path.write_text(yaml.safe_dump(values))
+    return str(path)
+
+
+def by_kind(objects: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
+    (found,) = [o for o in objects if o["kind"] == kind and o["metadata"]["name"] == name]
+    return found
+
+
+@pytest.mark.parametrize("combination", COMBINATIONS)
+def test_helm_lint_passes(combination: str, tmp_path: Path) -> None:
+    result = helm(
+        "lint", "--strict", str(chart.CHART), "-f", values_file(tmp_path, COMBINATIONS[combination])
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "0 chart(s) failed" in result.stdout
+
+
+@pytest.mark.parametrize("combination", COMBINATIONS)
+def test_every_rendered_object_passes_a_server_side_dry_run(
+    combination: str, control_plane: ControlPlane, peer_crds: None, tmp_path: Path
+) -> None:
+    objects = chart.render(COMBINATIONS[combination])
+    assert objects
+    sendable = [o for o in objects if o["kind"] not in NOT_ON_THIS_APISERVER]
+    path = chart.write(sendable, tmp_path / "rendered.yaml")
+    result = control_plane.kubectl("apply", "--dry-run=server", "-f", str(path), check=False)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("(server dry run)") == len(sendable)
+
+
+def test_each_mode_renders_what_it_says(tmp_path: Path) -> None:
+    kinds = {name: {o["kind"] for o in chart.render(v)} for name, v in COMBINATIONS.items()}
+    assert "Certificate" in kinds["cert-manager"]
+    assert "Certificate" not in kinds["builtin-tls"]
+    assert {"ServiceMonitor", "PodMonitor"} <= kinds["monitoring"]
+    assert "NodeFeatureRule" in kinds["node-feature-rule"]
+    # With no cluster to ask, "auto" finds neither cert-manager nor NFD.
+    assert "Certificate" not in kinds["default"]
+    assert "NodeFeatureRule" not in kinds["default"]
+    assert "PodDisruptionBudget" not in kinds["single-replicas"]
+    existing = chart.render(COMBINATIONS["existing-scheduler"])
+    assert "Deployment" not in {
+        o["kind"] for o in existing if o["metadata"]["name"] == "mipart-scheduler"
+    }
+    extender = by_kind(existing, "DaemonSet", "mipart-extender")["spec"]["template"]["spec"]
+    assert extender["hostNetwork"] is True
+    (container,) = extender["containers"]
+    assert "--listen=127.0.0.1:8888" in container["command"]
+    assert "--scheduler-lease=kube-system/kube-scheduler" in container["command"]
+    # The cluster's scheduler identifies as its host name: the extender must not override it.
+    assert "env" not in container
+
+
+def test_auto_modes_follow_the_clusters_apis() -> None:
+    kinds = {
+        o["kind"]
+        for o in chart.render(api_versions=["cert-manager.io/v1", "nfd.k8s-sigs.io/v1alpha1"])
+    }
+    assert {"Certificate", "Issuer", "NodeFeatureRule"} <= kinds
+    webhook = by_kind(chart.render(api_versions=["cert-manager.io/v1"]), *MUTATING)
+    assert webhook["metadata"]["annotations"] == {
+        "cert-manager.io/inject-ca-from": "mipart-system/mipart-webhook"
+    }
+
+
+MUTATING = ("MutatingWebhookConfiguration", "mipart")
+
+
+@pytest.mark.parametrize(
+    ("values", "named"),
+    [
+        ({"daemon": {"memoryLimitAction": "kill"}}, "/daemon/memoryLimitAction"),
+        ({"controler": {"replicas": 2}}, "controler"),
+        ({"scheduler": {"mode": "default"}}, "/scheduler/mode"),
+        ({"tls": {"mode": "none"}}, "/tls/mode"),
+        ({"controller": {"replicas": 0}}, "/controller/replicas"),
+        ({"daemon": {"layouts": [{"matchLabels": {}}]}}, "/daemon/layouts/0"),
+        (
+            {"daemon": {"layouts": [{"matchLabels": {}, "computePartition": "TPX"}]}},
+            "/daemon/layouts/0/computePartition",
+        ),
+    ],
+)
+def test_bad_values_are_refused_naming_the_field(
+    values: dict[str, Any], named: str, tmp_path: Path
+) -> None:
+    result = helm("template", "t", str(chart.CHART), "-f", values_file(tmp_path, values))
+    assert result.returncode != 0
+    assert named in result.stderr, result.stderr
+
+
+def test_priority_classes_match_the_webhook() -> None:
+    classes = {
+        o["metadata"]["name"]: (o["value"], o["preemptionPolicy"])
+        for o in chart.default_objects()
+        if o["kind"] == "PriorityClass"
+    }
+    assert classes == {name: (value, policy) for name, value, policy in PRIORITY_CLASSES.values()}
+
+
+def test_the_scheduler_configuration_carries_the_extender() -> None:
+    config = chart.scheduler_config()
+    (extender,) = config["extenders"]
+    assert extender["nodeCacheCapable"] is True
+    assert extender["bindVerb"] == "bind"
+    assert extender["ignorable"] is False
+    assert extender["managedResources"] == [
+        {"name": "mipart.io/partition", "ignoredByScheduler": True}
+    ]
+    assert config["profiles"] == [
+        {"schedulerName": "mipart-scheduler", "percentageOfNodesToScore": 100}
+    ]
+    assert config["leaderElection"]["resourceName"] == "mipart-scheduler"
+
+
+def test_the_daemonset_mounts_what_the_device_plugin_needs() -> None:
+    daemonset = by_kind(list(chart.default_objects()), "DaemonSet", "mipart-daemon")
+    pod = daemonset["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+    host = {v["name"]: v["hostPath"]["path"] for v in pod["volumes"] if "hostPath" in v}
+    for path, host_path in (
+        ("/var/lib/kubelet/device-plugins", "/var/lib/kubelet/device-plugins"),
+        ("/var/lib/kubelet/pod-resources", "/var/lib/kubelet/pod-resources"),
+        ("/var/run/cdi", "/var/run/cdi"),
+        ("/run/mipart", "/run/mipart"),
+    ):
+        assert host[mounts[path]["name"]] == host_path
+    assert mounts["/var/lib/kubelet/pod-resources"]["readOnly"] is True
+    flags = container["command"]
+    assert "--device-plugin-dir=/var/lib/kubelet/device-plugins" in flags
+    assert "--cdi-dir=/var/run/cdi" in flags
+    # The label the daemon selects is the one the NodeFeatureRule sets, and the one the
+    # extender and the test nodes use.
+    assert pod["nodeSelector"] == {GPU_PRODUCT_LABEL: "MI300X"}
+    rule = by_kind(
+        chart.render({"daemon": {"nodeFeatureRule": True}}), "NodeFeatureRule", "mipart-mi300x"
+    )
+    assert rule["spec"]["rules"][0]["labels"] == {GPU_PRODUCT_LABEL: "MI300X"}
+
+
+def test_layouts_reach_the_daemon() -> None:
+    objects = chart.render(COMBINATIONS["layouts"])
+    configmap = by_kind(objects, "ConfigMap", "mipart-daemon-layouts")
+    assert (
+        yaml.safe_load(configmap["data"]["layouts.yaml"])
+        == COMBINATIONS["layouts"]["daemon"]["layouts"]
+    )
+    (container,) = by_kind(objects, "DaemonSet", "mipart-daemon")["spec"]["template"]["spec"][
+        "containers"
+    ]
+    assert "--layouts=/etc/mipart/layouts.yaml" in container["command"]
+
+
+@pytest.fixture(scope="module")
+def peer_crds(control_plane: ControlPlane) -> None:
+    """cert-manager's and the Prometheus Operator's CRDs, so that the chart's objects for them
+    are checked by the apiserver like every other."""
+    for path in chart.peer_crds():
+        control_plane.kubectl("apply", "--server-side", "-f", str(path))
+    control_plane.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd", "--all")
+
+
+# --- install, upgrade, uninstall ------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def own_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
+    """A control plane of its own: the chart's webhook configurations (failurePolicy Fail,
+    no webhook behind them here) must not meet the other tests' pods."""
+    plane = ControlPlane(tmp_path_factory.mktemp("chart-plane"))
+    plane.start(nodes=2, with_mipart=False)
+    yield plane
+    plane.stop(keep_logs=True)
+
+
+def release_objects(plane: ControlPlane) -> set[str]:
+    """Every object left with the chart's part-of label, as kind/namespace/name."""
+    result = plane.kubectl(
+        "get",
+        "all,configmaps,secrets,serviceaccounts,roles,rolebindings,clusterroles,"
+        "clusterrolebindings,priorityclasses,poddisruptionbudgets,"
+        "mutatingwebhookconfigurations,validatingwebhookconfigurations,crd",
+        "-A",
+        "-l",
+        "app.kubernetes.io/part-of=mipart",
+        "-o",
+        "json",
+    )
+    return {
+        f"{o['kind']}/{o['metadata'].get('namespace', '')}/{o['metadata']['name']}"
+        for o in json.loads(result.stdout)["items"]
+    }
+
+
+def test_install_upgrade_uninstall(own_plane: ControlPlane, tmp_path: Path) -> None:
+    kubeconfig = own_plane.kubeconfig
+    install = helm(
+        "install", chart.RELEASE, str(chart.CHART),
+        "--namespace", chart.NAMESPACE, "--create-namespace", "--wait", "--timeout", "180s",
+        kubeconfig=kubeconfig,
+    )  # fmt: skip
+    assert install.returncode == 0, install.stderr
+    assert "mipart 0.1.0 is installed in mipart-system" in install.stdout  # NOTES.txt
+    installed = release_objects(own_plane)
+    for expected in (
+        "DaemonSet/mipart-system/mipart-daemon",
+        "Deployment/mipart-system/mipart-controller",
+        "Deployment/mipart-system/mipart-scheduler",
+        "Deployment/mipart-system/mipart-webhook",
+        "MutatingWebhookConfiguration//mipart",
+        "PodDisruptionBudget/mipart-system/mipart-webhook",
+        "PriorityClass//mipart-latency",
+    ):
+        assert expected in installed
+    # The daemon's pods went where the label is: every MI300X node.
+    daemonset = json.loads(
+        own_plane.kubectl(
+            "get", "daemonset", "-n", chart.NAMESPACE, "mipart-daemon", "-o", "json"
+        ).stdout
+    )
+    assert daemonset["status"]["numberReady"] == len(own_plane.node_names)
+
+    # What the builtin certificate path writes while running: it must survive an upgrade.
+    ca_bundle = base64.b64encode(b"-----BEGIN CERTIFICATE-----\n").decode()
+    patch = [{"op": "add", "path": "/webhooks/0/clientConfig/caBundle", "value": ca_bundle}]
+    own_plane.kubectl(
+        "patch", "mutatingwebhookconfiguration", "mipart", "--type=json", "-p", json.dumps(patch)
+    )
+    # A GPUNode, as a daemon would create one: it outlives the release.
+    gpunode = {
+        "apiVersion": "mipart.io/v1alpha1",
+        "kind": "GPUNode",
+        "metadata": {"name": own_plane.node_names[0]},
+        "spec": {},
+    }
+    subprocess.run(
+        [own_plane.binaries("kubectl"), "--kubeconfig", str(kubeconfig), "create", "-f", "-"],
+        input=json.dumps(gpunode), text=True, check=True, capture_output=True,
+    )  # fmt: skip
+
+    upgrade = helm(
+        "upgrade", chart.RELEASE, str(chart.CHART), "--namespace", chart.NAMESPACE,
+        "--wait", "--timeout", "180s",
+        "-f", values_file(tmp_path, {"controller": {"replicas": 3, "defragment": "on"}}),
+        kubeconfig=kubeconfig,
+    )  # fmt: skip
+    assert upgrade.returncode == 0, upgrade.stderr
+    controller = json.loads(
+        own_plane.kubectl(
+            "get", "deployment", "-n", chart.NAMESPACE, "mipart-controller", "-o", "json"
+        ).stdout
+    )
+    assert controller["spec"]["replicas"] == 3
+    assert "--defragment=on" in controller["spec"]["template"]["spec"]["containers"][0]["command"]
+    wait_until(
+        "3 controller replicas ready",
+        lambda: (
+            json.loads(
+                own_plane.kubectl(
+                    "get", "deployment", "-n", chart.NAMESPACE, "mipart-controller", "-o", "json"
+                ).stdout
+            )["status"].get("readyReplicas")
+            == 3
+        ),
+        timeout=60,
+    )
+    mutating = json.loads(
+        own_plane.kubectl("get", "mutatingwebhookconfiguration", "mipart", "-o", "json").stdout
+    )
+    assert mutating["webhooks"][0]["clientConfig"]["caBundle"] == ca_bundle
+
+    uninstall = helm(
+        "uninstall", chart.RELEASE, "--namespace", chart.NAMESPACE, "--wait",
+        kubeconfig=kubeconfig,
+    )  # fmt: skip
+    assert uninstall.returncode == 0, uninstall.stderr
+    # What docs/install.md says stays: the CRD (helm never deletes crds/) and so every GPUNode.
+    assert release_objects(own_plane) == set()
+    crd = own_plane.kubectl("get", "crd", "gpunodes.mipart.io", check=False)
+    assert crd.returncode == 0
+    left = own_plane.kubectl("get", "gpunodes", "-o", "name").stdout.split()
+    assert left == [f"gpunode.mipart.io/{own_plane.node_names[0]}"]
+
+
+@pytest.mark.parametrize("combination", COMBINATIONS)
+def test_no_pod_of_the_chart_is_sent_to_the_webhook(combination: str) -> None:
+    """The webhook's matchConditions send every pod with a mipart.io/ annotation to it: one on
+    the chart's own pods would make the scheduler's (and the webhook's own) pods wait for a
+    webhook that may not be up."""
+    for obj in chart.render(COMBINATIONS[combination]):
+        template = (obj.get("spec") or {}).get("template")
+        if template is None:
+            continue
+        annotations = template["metadata"].get("annotations") or {}
+        assert not [k for k in annotations if k.startswith("mipart.io/")], obj["metadata"]["name"]
