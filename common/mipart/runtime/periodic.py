@@ -24,9 +24,14 @@ class Periodic:
     def start(self) -> None:
         self._thread.start()
 
-    def stop(self) -> None:
+    def stop(self, timeout_s: float = 10.0) -> bool:
+        """Stop after the step that runs now, waiting for it at most ``timeout_s``; whether
+        the loop has ended (False: a step is still running, and may still act)."""
         self._stop.set()
-        self._thread.join(timeout=10)
+        if self._thread.ident is None:  # never started
+            return True
+        self._thread.join(timeout=timeout_s)
+        return not self._thread.is_alive()
 
     def _run(self) -> None:
         while not self._stop.wait(self._interval_s):

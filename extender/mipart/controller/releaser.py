@@ -110,8 +110,9 @@ class Releaser:
     def start(self) -> None:
         self._loop.start()
 
-    def stop(self) -> None:
-        self._loop.stop()
+    def stop(self) -> bool:
+        """Whether the loop has ended (Periodic.stop)."""
+        return self._loop.stop()
 
     def round(self) -> Round:
         pods = self._state.pods.items()

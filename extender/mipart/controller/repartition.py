@@ -100,8 +100,9 @@ class Repartitioner:
     def start(self) -> None:
         self._loop.start()
 
-    def stop(self) -> None:
-        self._loop.stop()
+    def stop(self) -> bool:
+        """Whether the loop has ended (Periodic.stop)."""
+        return self._loop.stop()
 
     def round(self) -> Plan:
         objects = {g["metadata"]["name"]: g for g in self._state.gpunodes.items()}
