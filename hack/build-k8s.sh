@@ -1,8 +1,13 @@
 #!/usr/bin/env bash
 # Builds the real Kubernetes components the tests and the demo run: kube-apiserver,
-# kube-controller-manager, kube-scheduler, kubectl and etcd from the k8s.io/kubernetes Go
-# module, kwok from sigs.k8s.io/kwok and helm from helm.sh/helm/v4, at the versions pinned in
-# hack/versions.env.
+# kube-controller-manager, kube-scheduler, kubectl, kubelet and etcd from the k8s.io/kubernetes
+# Go module, kwok from sigs.k8s.io/kwok, helm from helm.sh/helm/v4, containerd (with ctr and its
+# runc shim) from github.com/containerd/containerd/v2, and the program of the pause image from
+# Kubernetes' build/pause, at the versions pinned in hack/versions.env.
+#
+# The real node (hack/devcluster/realnode.py) also needs runc, the CNI plugins and a static
+# busybox from Debian: run as root, the script installs them with apt-get when missing (also
+# when every binary is cached); otherwise it says what to install.
 #
 # Binaries land in a cache directory keyed by those versions, so a second run builds nothing.
 #
@@ -22,19 +27,33 @@ CACHE_ROOT="${MIPART_CACHE_DIR:-${XDG_CACHE_HOME:-${HOME}/.cache}/mipart}"
 KEY="k8s-${K8S_VERSION}_etcd-${ETCD_VERSION}_kwok-${KWOK_VERSION}"
 ROOT="${CACHE_ROOT}/k8s/${KEY}"
 BIN_DIR="${ROOT}/bin"
-BINARIES=(kube-apiserver kube-controller-manager kube-scheduler kubectl etcd kwok helm)
+BINARIES=(kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet etcd kwok helm)
 # helm is keyed apart (its version is not in KEY), so a helm bump rebuilds helm alone.
 HELM_STAMP="${BIN_DIR}/.helm-${HELM_VERSION}"
+# containerd is keyed apart too, the same way.
+CONTAINERD_BINARIES=(containerd ctr containerd-shim-runc-v2)
+CONTAINERD_STAMP="${BIN_DIR}/.containerd-${CONTAINERD_VERSION}"
+# The one program of the real node's pause image (every pod's first container, holding its
+# namespaces), compiled from the pause.c of the same Kubernetes release;
+# hack/devcluster/images.py packs it into an image archive.
+PAUSE="${ROOT}/share/pause"
 # kwok's stage definitions (how fake nodes and pods move through their lifecycle), copied
 # from the same kwok release so that they match the binary.
 KWOK_STAGES="${ROOT}/share/kwok-stages.yaml"
 
 all_cached() {
   local b
-  for b in "${BINARIES[@]}"; do
+  for b in "${BINARIES[@]}" "${CONTAINERD_BINARIES[@]}"; do
     [[ -x "${BIN_DIR}/${b}" ]] || return 1
   done
-  [[ -f "${KWOK_STAGES}" && -f "${HELM_STAMP}" ]]
+  [[ -f "${KWOK_STAGES}" && -f "${HELM_STAMP}" && -f "${CONTAINERD_STAMP}" && -x "${PAUSE}" ]]
+}
+
+all_containerd_built() {
+  local b
+  for b in "${CONTAINERD_BINARIES[@]}"; do
+    [[ -x "${BIN_DIR}/${b}" ]] || return 1
+  done
 }
 
 case "${1:-}" in
@@ -47,6 +66,36 @@ esac
 
 START=$SECONDS
 log() { printf '[build-k8s %3dm%02ds] %s\n' $(((SECONDS - START) / 60)) $(((SECONDS - START) % 60)) "$*"; }
+
+# --- the real node's Debian packages (runc, CNI plugins, busybox-static) ---------------------
+# Checked on every run, before the cache: a CI machine may restore ~/.cache/mipart but start
+# without the packages.
+node_packages_missing() {
+  local p missing=()
+  command -v dpkg-query >/dev/null || return 0
+  for p in ${NODE_DEBIAN_PACKAGES}; do
+    [[ "$(dpkg-query -W -f='${Status}' "${p}" 2>/dev/null)" == "install ok installed" ]] ||
+      missing+=("${p}")
+  done
+  echo "${missing[*]}"
+}
+read -ra missing_packages <<<"$(node_packages_missing)"
+if ((${#missing_packages[@]} > 0)); then
+  if [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null; then
+    log "installing the real node's Debian packages: ${missing_packages[*]}"
+    mkdir -p "${CACHE_ROOT}"
+    # Another apt run (a second build, say) holds dpkg's lock for a while: wait for it.
+    apt=(apt-get -qq -o DPkg::Lock::Timeout=300)
+    if ! { "${apt[@]}" update && DEBIAN_FRONTEND=noninteractive "${apt[@]}" install -y \
+      --no-install-recommends "${missing_packages[@]}"; } >"${CACHE_ROOT}/apt-node-packages.log" 2>&1; then
+      tail -n 20 "${CACHE_ROOT}/apt-node-packages.log" >&2
+      log "FAILED installing ${missing_packages[*]}; full log: ${CACHE_ROOT}/apt-node-packages.log"
+      exit 1
+    fi
+  else
+    log "the real node's tests need Debian packages (as root: apt-get install ${missing_packages[*]})"
+  fi
+fi
 
 if all_cached; then
   log "all binaries cached in ${BIN_DIR}"
@@ -62,7 +111,7 @@ if [[ -z "${go_minor}" || "${go_minor}" -lt 26 ]]; then
 fi
 mkdir -p "${BIN_DIR}" "${ROOT}/logs"
 log "building Kubernetes ${K8S_VERSION}, etcd ${ETCD_VERSION}, kwok ${KWOK_VERSION} into ${BIN_DIR}"
-log "a cold build (empty Go caches) takes about 8 minutes on 2 cores; later runs reuse it"
+log "a cold build (empty Go caches) takes about 11 minutes on 2 cores; later runs reuse it"
 
 # Two builds at once (pytest and hack/cluster, say) would only fight over 2 cores.
 exec 9>"${ROOT}/.lock"
@@ -128,6 +177,7 @@ import (
 	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
 	_ "k8s.io/kubernetes/cmd/kube-scheduler"
 	_ "k8s.io/kubernetes/cmd/kubectl"
+	_ "k8s.io/kubernetes/cmd/kubelet"
 )'
 if [[ ! -f "${SRC}/go.sum" || "$(cat "${SRC}/tools.go" 2>/dev/null)" != "${TOOLS_GO}" ]]; then
   log "resolving k8s.io/kubernetes@${K8S_VERSION} (module download, first run only)"
@@ -172,7 +222,7 @@ if [[ ! -f "${SRC}/go.sum" || "$(cat "${SRC}/tools.go" 2>/dev/null)" != "${TOOLS
   log "module graph resolved"
 fi
 
-for b in kube-apiserver kube-controller-manager kube-scheduler kubectl; do
+for b in kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet; do
   [[ -x "${BIN_DIR}/${b}" ]] || go_build "${b}" "${SRC}" "${BIN_DIR}/.${b}.tmp" \
     build -v -ldflags "-s -w ${version_ldflags}" -o "${BIN_DIR}/.${b}.tmp" "k8s.io/kubernetes/cmd/${b}"
 done
@@ -203,6 +253,40 @@ if [[ ! -x "${BIN_DIR}/helm" || ! -f "${HELM_STAMP}" ]]; then
   touch "${HELM_STAMP}"
 fi
 
+# --- containerd, ctr and the runc shim: one module without replace directives, built with the
+# tags containerd's own Makefile uses (the shim without gRPC, as released).
+if [[ ! -f "${CONTAINERD_STAMP}" ]] || ! all_containerd_built; then
+  rm -rf "${ROOT}/containerd-gobin"; mkdir -p "${ROOT}/containerd-gobin"
+  export GOBIN="${ROOT}/containerd-gobin"
+  containerd_ldflags="-s -w -X github.com/containerd/containerd/v2/version.Version=${CONTAINERD_VERSION}"
+  for b in "${CONTAINERD_BINARIES[@]}"; do
+    tags=urfave_cli_no_docs
+    [[ "${b}" == containerd-shim-runc-v2 ]] && tags+=",no_grpc"
+    go_build "${b}" "${ROOT}" "${ROOT}/containerd-gobin/${b}" \
+      install -v -tags "${tags}" -ldflags "${containerd_ldflags}" \
+      "github.com/containerd/containerd/v2/cmd/${b}@${CONTAINERD_VERSION}"
+  done
+  unset GOBIN
+  rm -f "${BIN_DIR}"/.containerd-*
+  touch "${CONTAINERD_STAMP}"
+fi
+
+# --- pause: the pause image's program, compiled as Kubernetes' build/pause/Makefile does.
+if [[ ! -x "${PAUSE}" ]]; then
+  k8s_dir="$(cd "${SRC}" && go mod download -json "k8s.io/kubernetes@${K8S_VERSION}" |
+    sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')"
+  pause_tag="$(sed -n 's/^TAG ?= //p' "${k8s_dir}/build/pause/Makefile")"
+  log "compiling pause ${pause_tag} (build/pause/linux/pause.c of ${K8S_VERSION})"
+  mkdir -p "$(dirname "${PAUSE}")"
+  if ! gcc -Os -Wall -Werror -static "-DVERSION=v${pause_tag}-${K8S_VERSION}" \
+    -o "${PAUSE}.tmp" "${k8s_dir}/build/pause/linux/pause.c" >"${ROOT}/logs/build-pause.log" 2>&1; then
+    cat "${ROOT}/logs/build-pause.log" >&2
+    log "FAILED compiling pause (needs gcc and the static C library, Debian's libc6-dev)"
+    exit 1
+  fi
+  mv -f "${PAUSE}.tmp" "${PAUSE}"
+fi
+
 if [[ ! -f "${KWOK_STAGES}" ]]; then
   kwok_dir="$(cd "${ROOT}" && go mod download -json "sigs.k8s.io/kwok@${KWOK_VERSION}" |
     sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')"
@@ -219,4 +303,4 @@ if [[ ! -f "${KWOK_STAGES}" ]]; then
   log "wrote ${KWOK_STAGES}"
 fi
 
-log "done in $((SECONDS - START))s: ${BIN_DIR} (${BINARIES[*]})"
+log "done in $((SECONDS - START))s: ${BIN_DIR} (${BINARIES[*]} ${CONTAINERD_BINARIES[*]})"

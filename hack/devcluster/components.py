@@ -76,6 +76,11 @@ def kube_apiserver(binaries: Binaries, ports: Ports, pki: Pki) -> list[str]:
         f"--proxy-client-cert-file={pki.front_proxy_client.cert}",
         f"--proxy-client-key-file={pki.front_proxy_client.key}",
         "--allow-privileged=true",
+        # How it authenticates to a real kubelet (hack/devcluster/realnode.py) for logs and
+        # exec: a client certificate the kubelet's webhook authentication accepts. The kubelet
+        # serves a self-signed certificate, so --kubelet-certificate-authority stays unset.
+        f"--kubelet-client-certificate={pki.apiserver_kubelet_client.cert}",
+        f"--kubelet-client-key={pki.apiserver_kubelet_client.key}",
         # The apiserver would publish 127.0.0.1 as the `kubernetes` Service endpoint, which
         # Endpoints validation rejects as loopback; in-cluster clients do not exist here.
         "--endpoint-reconciler-type=none",

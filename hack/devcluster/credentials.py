@@ -27,6 +27,9 @@ class Pki:
     service_accounts: pki.KeyPair  # cert = public key, key = signing key
     front_proxy_ca: pki.KeyPair
     front_proxy_client: pki.KeyPair
+    # The apiserver's client certificate towards kubelets (logs, exec), as kubeadm's
+    # apiserver-kubelet-client: a system:masters identity the kubelet's webhook authorizer allows.
+    apiserver_kubelet_client: pki.KeyPair
 
     @classmethod
     def create(cls, directory: Path) -> Pki:
@@ -52,6 +55,13 @@ class Pki:
             front_proxy_ca=front_proxy_ca,
             front_proxy_client=pki.issue(
                 front_proxy_ca, front_proxy, "front-proxy-client", common_name="front-proxy-client"
+            ),
+            apiserver_kubelet_client=pki.issue(
+                ca,
+                directory,
+                "apiserver-kubelet-client",
+                common_name="kube-apiserver-kubelet-client",
+                organizations=("system:masters",),
             ),
         )
 

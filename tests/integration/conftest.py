@@ -15,16 +15,18 @@ from typing import Any
 
 import pytest
 
-from hack.devcluster import kube
+from hack.devcluster import images, kube
 from hack.devcluster.binaries import REPO_ROOT, ensure_built, is_built
 from hack.devcluster.controlplane import ControlPlane
 from hack.devcluster.node import Node
 from hack.devcluster.procs import wait_until
+from hack.devcluster.realnode import RealNode
 from hack.devcluster.stack import Stack
 from tests.daemon.agent.test_device_plugin import short_dir, start_with_peer
 from tests.support.kubelet_peer import KubeletPeer
 
 _PLANE = pytest.StashKey[ControlPlane]()
+_REAL_NODE = pytest.StashKey[RealNode]()
 
 
 @pytest.fixture(scope="session")
@@ -42,6 +44,28 @@ def control_plane(request: pytest.FixtureRequest) -> Iterator[ControlPlane]:
     plane.start(nodes=nodes)
     yield plane
     plane.stop(keep_logs=True)
+
+
+@pytest.fixture(scope="module")
+def real_node(request: pytest.FixtureRequest, control_plane: ControlPlane) -> Iterator[RealNode]:
+    """A real node on the control plane: containerd and a kubelet (hack/devcluster/realnode.py),
+    tainted so that no scheduler places other tests' pods there, with the pause image and the
+    busybox image (`images.BUSYBOX_IMAGE`, for pods with imagePullPolicy: Never) imported.
+
+    Per module (it starts in under 2 s): the Node is gone again before the next module, whose
+    tests may count the cluster's nodes. Its state and logs go next to the control plane's:
+    MIPART_TEST_CLUSTER_DIR + "-real-node". Needs root; skipped without it.
+    """
+    if os.geteuid() != 0:
+        pytest.skip("a real node needs root (mounts, cgroups, runc)")
+    node = RealNode(control_plane, Path(f"{control_plane.state_dir}-real-node"))
+    request.config.stash[_REAL_NODE] = node
+    node.start()
+    try:
+        node.import_image(images.busybox_image(node.state_dir / "images").archive)
+        yield node
+    finally:
+        node.stop()
 
 
 @pytest.fixture(scope="session")
@@ -130,4 +154,7 @@ def pytest_runtest_makereport(
     plane = item.config.stash.get(_PLANE, None)
     if report.failed and plane is not None:
         report.sections.append(("control plane logs (tails)", plane.log_tails()))
+    real_node = item.config.stash.get(_REAL_NODE, None)
+    if report.failed and real_node is not None and "real_node" in getattr(item, "fixturenames", ()):
+        report.sections.append(("real node logs (tails)", real_node.log_tails()))
     return report
