@@ -18,6 +18,7 @@ from hack.devcluster import chart
 from hack.devcluster.controlplane import ControlPlane
 from hack.devcluster.kwok import GPU_PRODUCT_LABEL
 from hack.devcluster.procs import wait_until
+from mipart.controller.main import build_parser, flag_problems
 from mipart.webhook.mutate import PRIORITY_CLASSES
 
 pytestmark = pytest.mark.integration
@@ -163,6 +164,23 @@ def test_priority_classes_match_the_webhook() -> None:
         if o["kind"] == "PriorityClass"
     }
     assert classes == {name: (value, policy) for name, value, policy in PRIORITY_CLASSES.values()}
+
+
+def test_the_controllers_command_line_is_valid_and_elects_a_leader() -> None:
+    deployment = by_kind(list(chart.default_objects()), "Deployment", "mipart-controller")
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    assert container["command"][0] == "mipart-controller"
+    args = build_parser().parse_args(container["command"][1:])
+    assert flag_problems(args) == []
+    assert args.leader_elect == "on"
+    assert args.leader_elect_lease == "mipart-system/mipart-controller"
+    assert deployment["spec"]["replicas"] == 2
+    assert deployment["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": 1, "maxUnavailable": 0}
+    # The Role lets it keep exactly that Lease.
+    role = by_kind(list(chart.default_objects()), "Role", "mipart-controller:leader-election")
+    assert {"resourceNames": ["mipart-controller"], "verbs": ["get", "update"]}.items() <= next(
+        r for r in role["rules"] if "resourceNames" in r
+    ).items()
 
 
 def test_the_scheduler_configuration_carries_the_extender() -> None:

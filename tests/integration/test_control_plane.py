@@ -1,6 +1,6 @@
 """The test control plane is the real thing: the real kube-scheduler binds pods to kwok's MI300X
 nodes, the apiserver enforces the CRD schema from manifests/ and RBAC, and the mipart scheduler
-profile from manifests/scheduler/ schedules exactly the pods that name it."""
+profile from the chart schedules exactly the pods that name it."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """The daemon mirrors its node to a GPUNode, as its own service account with the RBAC from
-manifests/rbac/daemon.yaml, over the emulated MI300X."""
+the chart's rbac-daemon.yaml, over the emulated MI300X."""
 
 from __future__ import annotations
 

@@ -12,8 +12,8 @@ CDI_KIND = "mipart.io/slot"
 # it when the pod's turn comes.
 QUEUE_GATE = "mipart.io/queue"
 
-# GPUNode, the cluster-scoped CRD (manifests/crds/gpunodes.mipart.io.yaml): the daemon writes
-# its status, the controller its spec, the extender and the CLIs read both.
+# GPUNode, the cluster-scoped CRD (manifests/charts/mipart/crds/gpunodes.mipart.io.yaml): the
+# daemon writes its status, the controller its spec, the extender and the CLIs read both.
 GPUNODE_GROUP = "mipart.io"
 GPUNODE_VERSION = "v1alpha1"
 GPUNODE_PLURAL = "gpunodes"

@@ -60,8 +60,8 @@ def filter_held(
 class Waivers:
     """Holds the extender's filter let go because kube-scheduler itself ruled the held node
     out (the node's pod limit, a taint, an affinity rule): with ``percentageOfNodesToScore:
-    100`` (manifests/scheduler/scheduler-config.yaml) the scheduler sends the extender every
-    node its own filters pass, so a held node missing from the list cannot take the pod, and
+    100`` (manifests/charts/mipart/templates/scheduler.yaml) the scheduler sends the extender
+    every node its own filters pass, so a held node missing from the list cannot take the pod, and
     waiting for the hold to expire would only delay it. Bind then accepts another node for
     that pod and that hold. In memory only and bounded: a restarted extender refuses one bind,
     and the scheduler's retry filters (and waives) again."""

@@ -31,7 +31,8 @@ from mipart.contract.annotations import (
 from mipart.contract.resources import PARTITION_RESOURCE, QUEUE_GATE
 from mipart.placement import PartitionRequest, QosClass
 
-# PriorityClass per QoS class: manifests/controller/priorityclasses.yaml defines the same.
+# PriorityClass per QoS class: the chart (manifests/charts/mipart/templates/priorityclasses.yaml)
+# defines the same (tests/integration/test_chart.py checks).
 # Only latency may preempt; the values leave room for a cluster's own classes around them.
 PRIORITY_CLASSES: dict[QosClass, tuple[str, int, str]] = {
     QosClass.LATENCY: ("mipart-latency", 100_000, "PreemptLowerPriority"),

@@ -1,4 +1,5 @@
-"""NodeStatus -> the GPUNode status body (manifests/crds/gpunodes.mipart.io.yaml)."""
+"""NodeStatus -> the GPUNode status body (the CRD:
+manifests/charts/mipart/crds/gpunodes.mipart.io.yaml)."""
 
 from __future__ import annotations
 
