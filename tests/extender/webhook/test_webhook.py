@@ -8,13 +8,11 @@ from typing import Any
 
 import jsonpatch
 import pytest
-import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
-from hack.devcluster.binaries import REPO_ROOT
 from mipart.cluster.http import BadRequest
-from mipart.webhook.mutate import PRIORITY_CLASSES, Webhook
+from mipart.webhook.mutate import Webhook
 
 hook = Webhook()
 
@@ -139,15 +137,6 @@ def test_queued_pods_get_the_gate_and_their_class_priority() -> None:
     assert patched["spec"]["schedulingGates"] == [{"name": "mipart.io/queue"}]
     assert patched["spec"]["priorityClassName"] == "mipart-batch"
     assert (patched["spec"]["priority"], patched["spec"]["preemptionPolicy"]) == (1000, "Never")
-
-
-def test_priority_classes_match_the_manifest() -> None:
-    manifest = REPO_ROOT / "manifests" / "controller" / "priorityclasses.yaml"
-    classes = {
-        doc["metadata"]["name"]: (doc["value"], doc["preemptionPolicy"])
-        for doc in yaml.safe_load_all(manifest.read_text())
-    }
-    assert classes == {name: (value, policy) for name, value, policy in PRIORITY_CLASSES.values()}
 
 
 def test_users_cannot_plan_their_own_mode() -> None:
