@@ -5,8 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from hack.devcluster.emulator import build_emulator
+
+# Property tests check behaviour, not speed (benchmarks measure that): hypothesis' default
+# 200 ms deadline per example only turns a busy two-core machine into a flaky failure.
+settings.register_profile("mipart", deadline=None)
+settings.load_profile("mipart")
 
 
 @pytest.fixture(scope="session")

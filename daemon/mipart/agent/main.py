@@ -144,11 +144,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logs.configure_from(args)
+    # Bad flags are refused before logging is set up: configuring it has effects beyond this
+    # call (the stream it writes to), which a refused start must not leave behind.
     configuration = _configuration(args)
     if isinstance(configuration, str):
         print(f"mipart-daemon: {configuration}", file=sys.stderr)
         return 2
+    logs.configure_from(args)
     tls, layouts = configuration
     listen = args.listen or args.socket or DEFAULT_SOCKET
 
