@@ -50,6 +50,9 @@ COMBINATIONS: dict[str, dict[str, Any]] = {
         "scheduler": {"replicas": 1},
     },
     "node-feature-rule": {"daemon": {"nodeFeatureRule": True}},
+    "host-network": {
+        "daemon": {"hostNetwork": True, "env": [{"name": "HTTPS_PROXY", "value": "http://p:3128"}]}
+    },
 }
 # Node Feature Discovery's CRD is not published as a Go module: its objects are rendered and
 # linted, not sent to the apiserver.
@@ -147,6 +150,8 @@ MUTATING = ("MutatingWebhookConfiguration", "mipart")
             {"daemon": {"layouts": [{"matchLabels": {}, "computePartition": "TPX"}]}},
             "/daemon/layouts/0/computePartition",
         ),
+        ({"daemon": {"env": [{"value": "x"}]}}, "/daemon/env/0"),
+        ({"daemon": {"devicePluginDir": "device-plugins"}}, "/daemon/devicePluginDir"),
     ],
 )
 def test_bad_values_are_refused_naming_the_field(
@@ -222,6 +227,25 @@ def test_the_daemonset_mounts_what_the_device_plugin_needs() -> None:
         chart.render({"daemon": {"nodeFeatureRule": True}}), "NodeFeatureRule", "mipart-mi300x"
     )
     assert rule["spec"]["rules"][0]["labels"] == {GPU_PRODUCT_LABEL: "MI300X"}
+
+
+def test_moved_host_directories_are_mounted_where_the_daemon_names_them() -> None:
+    """The CDI spec of each partition names the launcher socket as the daemon sees it, and the
+    runtime mounts that path from the host: the socket directory must be the same path on both
+    sides. The device-plugin directory does not follow kubeletDir (the kubelet fixes it)."""
+    values = {"daemon": {"socketDir": "/run/gpu/mipart", "kubeletDir": "/data/kubelet"}}
+    daemonset = by_kind(chart.render(values), "DaemonSet", "mipart-daemon")
+    pod = daemonset["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    host = {v["name"]: v["hostPath"]["path"] for v in pod["volumes"] if "hostPath" in v}
+    mounted = {m["mountPath"]: host.get(m["name"]) for m in container["volumeMounts"]}
+
+    assert mounted["/run/gpu/mipart"] == "/run/gpu/mipart"
+    assert "--launcher-socket=/run/gpu/mipart/launcher/startup.sock" in container["command"]
+    assert "--socket=/run/gpu/mipart/node.sock" in container["command"]
+    assert mounted["/var/lib/kubelet/pod-resources"] == "/data/kubelet/pod-resources"
+    assert mounted["/var/lib/kubelet/device-plugins"] == "/var/lib/kubelet/device-plugins"
+    assert "hostNetwork" not in pod
 
 
 def test_layouts_reach_the_daemon() -> None:
