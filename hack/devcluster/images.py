@@ -13,6 +13,7 @@ import io
 import json
 import platform
 import subprocess
+import sys
 import tarfile
 import tomllib
 from collections.abc import Mapping
@@ -20,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hack.devcluster.binaries import Binaries
+from hack.devcluster.binaries import REPO_ROOT, Binaries
 
 MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 CONFIG = "application/vnd.oci.image.config.v1+json"
@@ -30,12 +31,46 @@ INDEX = "application/vnd.oci.image.index.v1+json"
 BUSYBOX = Path("/bin/busybox")
 # The busybox image's name. Pods name it with imagePullPolicy: Never; nothing is pulled.
 BUSYBOX_IMAGE = "mipart.test/busybox:1"
+# Builds mipart's own image from the Containerfile (docs/image.md).
+BUILD_IMAGE = REPO_ROOT / "hack" / "build-image"
+# How long a cold build may take: the Debian base, the pip installs, the emulator.
+BUILD_TIMEOUT_S = 1500
 
 
 @dataclass(frozen=True)
 class Image:
     name: str
     archive: Path
+
+
+@dataclass(frozen=True)
+class ProductImages:
+    """mipart's images as hack/build-image left them: the podman configuration it used (its
+    image store), the production and the emulated image's names, and the archive of both,
+    when one was asked for."""
+
+    env: dict[str, str]
+    image: str
+    emulated: str
+    archive: Path | None = None
+
+
+def build_product_images(archive: Path | None = None) -> ProductImages:
+    """Build (or find in the layer cache) mipart's images with hack/build-image; with archive,
+    also write both to that docker-archive, for `ctr images import`. Needs root. The build's
+    progress goes to stderr."""
+    argv = [str(BUILD_IMAGE), *(["--archive", str(archive)] if archive else [])]
+    subprocess.run(argv, check=True, stdout=sys.stderr, timeout=BUILD_TIMEOUT_S)
+    printed = subprocess.run(
+        [str(BUILD_IMAGE), "--print-env"], check=True, capture_output=True, text=True
+    ).stdout
+    env = dict(line.split("=", 1) for line in printed.splitlines())
+    return ProductImages(
+        env={k: env[k] for k in ("CONTAINERS_CONF", "CONTAINERS_STORAGE_CONF")},
+        image=env["MIPART_IMAGE"],
+        emulated=env["MIPART_IMAGE_EMULATED"],
+        archive=archive,
+    )
 
 
 def go_arch() -> str:

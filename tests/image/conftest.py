@@ -8,15 +8,13 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import pytest
 
-from hack.devcluster.binaries import REPO_ROOT
+from hack.devcluster import images
 
-BUILD_IMAGE = REPO_ROOT / "hack" / "build-image"
 # What the test summary reports: each image's tag and size in bytes.
 SIZES = pytest.StashKey[dict[str, int]]()
 
@@ -57,17 +55,8 @@ class Podman:
 @pytest.fixture(scope="session")
 def podman() -> Podman:
     """The images, built (or found in the layer cache) by hack/build-image."""
-    # Progress on stderr, which pytest shows when a test fails.
-    subprocess.run([str(BUILD_IMAGE)], check=True, stdout=sys.stderr, timeout=1500)
-    printed = subprocess.run(
-        [str(BUILD_IMAGE), "--print-env"], check=True, capture_output=True, text=True
-    ).stdout
-    env = dict(line.split("=", 1) for line in printed.splitlines())
-    return Podman(
-        env={k: env[k] for k in ("CONTAINERS_CONF", "CONTAINERS_STORAGE_CONF")},
-        image=env["MIPART_IMAGE"],
-        emulated=env["MIPART_IMAGE_EMULATED"],
-    )
+    built = images.build_product_images()
+    return Podman(env=built.env, image=built.image, emulated=built.emulated)
 
 
 def pytest_terminal_summary(

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import stat
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,10 +22,18 @@ from hack.devcluster.procs import StartupError, wait_until
 from hack.devcluster.realnode import TAINT, RealNode
 from mipart.contract.annotations import ALLOCATION
 from mipart.contract.resources import PARTITION_RESOURCE
+from tests.support.real_node import (
+    TIMEOUT,
+    allocatable,
+    device_nodes,
+    exec_in,
+    pod,
+    running,
+    what_it_sees,
+)
 
 pytestmark = pytest.mark.integration
 
-TIMEOUT = 60.0
 GIB = 2**30
 MEMORY_LIMIT = 96 * GIB
 
@@ -37,49 +43,6 @@ def pinned(name: str) -> str:
         if line.startswith(f"{name}="):
             return line.split("=", 1)[1]
     raise KeyError(name)
-
-
-def pod(
-    name: str,
-    node: str,
-    image: str,
-    command: list[str] | None = None,
-    *,
-    partitions: int = 0,
-    annotations: dict[str, str] | None = None,
-) -> dict[str, Any]:
-    """A pod bound to node by spec.nodeName (no scheduler), on the host's network (the node has
-    only a loopback CNI network), its image imported, never pulled."""
-    container: dict[str, Any] = {"name": "c", "image": image, "imagePullPolicy": "Never"}
-    if command:
-        container["command"] = command
-    if partitions:
-        container["resources"] = {"limits": {PARTITION_RESOURCE: str(partitions)}}
-    return {
-        "metadata": {"name": name, "annotations": annotations or {}},
-        "spec": {
-            "nodeName": node,
-            "hostNetwork": True,
-            "terminationGracePeriodSeconds": 0,
-            "containers": [container],
-        },
-    }
-
-
-def running(api: Any, namespace: str, name: str) -> Any:
-    core = kube.core(api)
-
-    def phase() -> bool:
-        return bool(core.read_namespaced_pod(name, namespace).status.phase == "Running")
-
-    wait_until(f"pod {namespace}/{name} Running", phase, TIMEOUT)
-    return core.read_namespaced_pod(name, namespace)
-
-
-def exec_in(plane: ControlPlane, namespace: str, name: str, *command: str) -> str:
-    result = plane.kubectl("exec", "-n", namespace, name, "--", *command, check=False)
-    assert result.returncode == 0, f"kubectl exec {' '.join(command)}: {result.stderr}"
-    return result.stdout
 
 
 def test_the_real_kubelet_registers_its_node_ready(api: Any, real_node: RealNode) -> None:
@@ -130,28 +93,6 @@ def test_kubectl_logs_and_exec_reach_the_container(
 # --- mipart's daemon as the node's device plugin -------------------------------------------
 
 
-@contextlib.contextmanager
-def device_nodes(paths: list[Path]) -> Iterator[None]:
-    """Stand-ins for the GPU device nodes that the daemon's CDI specs name (the emulated
-    MI300X has none): character devices with /dev/null's numbers, made only where nothing
-    exists, and removed afterwards. The runtime stats each one to create it in the container."""
-    null = os.stat("/dev/null").st_rdev
-    made: list[Path] = []
-    try:
-        for path in paths:
-            if not path.parent.exists():
-                path.parent.mkdir(parents=True)
-                made.append(path.parent)
-            if not path.exists():
-                os.mknod(path, 0o666 | stat.S_IFCHR, null)
-                made.append(path)
-        yield
-    finally:
-        for path in reversed(made):
-            with contextlib.suppress(OSError):
-                path.rmdir() if path.is_dir() else path.unlink()
-
-
 @pytest.fixture
 def plugged_node(
     control_plane: ControlPlane, real_node: RealNode, api: Any, emulator_build: Path, tmp_path: Path
@@ -182,11 +123,6 @@ def plugged_node(
             kube.custom_objects(api).delete_cluster_custom_object(*kube.GPUNODES, real_node.name)
 
 
-def allocatable(api: Any, node: str) -> str | None:
-    value = kube.core(api).read_node(node).status.allocatable.get(PARTITION_RESOURCE)
-    return None if value is None else str(value)
-
-
 def partition_pod(node: str, partition: str) -> dict[str, Any]:
     """A pod as the extender leaves one: bound, with its allocation (one partition) on it,
     asking the kubelet for one slot of the device plugin's resource."""
@@ -200,23 +136,6 @@ def partition_pod(node: str, partition: str) -> dict[str, Any]:
         partitions=1,
         annotations={ALLOCATION: json.dumps(allocation)},
     )
-
-
-def what_it_sees(plane: ControlPlane, namespace: str, name: str) -> dict[str, Any]:
-    env = dict(
-        line.split("=", 1)
-        for line in exec_in(plane, namespace, name, "env").splitlines()
-        if "=" in line
-    )
-    startup_dir = env.get("MIPART_STARTUP_SOCKET", "/nowhere").rsplit("/", 1)[0]
-    return {
-        "partitions": env.get("MIPART_PARTITIONS"),
-        "hip": env.get("HIP_VISIBLE_DEVICES"),
-        "memory limit": env.get("MIPART_MEMORY_LIMIT_BYTES"),
-        "render nodes": exec_in(plane, namespace, name, "ls", "/dev/dri").split(),
-        "kfd": exec_in(plane, namespace, name, "stat", "-c", "%F", "/dev/kfd").strip(),
-        "startup socket dir": exec_in(plane, namespace, name, "ls", startup_dir).split(),
-    }
 
 
 def test_each_pod_gets_its_own_partition_from_the_real_kubelet(
