@@ -22,11 +22,12 @@ if TYPE_CHECKING:
     from mipart.agent.deviceplugin.plugin import DevicePlugin
     from mipart.agent.gpunode.layouts import LayoutRule
     from mipart.agent.gpunode.publisher import GpuNodePublisher
+    from mipart.agent.hardware.amdsmi_backend import AmdSmiHardware
     from mipart.agent.limits.monitor import MemoryMonitor
     from mipart.agent.server.convert import PodsProvider
     from mipart.geometry import NodeInventory
 from mipart.agent.metrics import DaemonMetrics
-from mipart.agent.partitions.store import StateStore
+from mipart.agent.partitions.store import StateFileError, StateStore
 from mipart.agent.server.transport import ConfigError, TlsFiles, serve, serve_startup
 from mipart.sizing import LimitAction, read_pod_memory
 
@@ -142,6 +143,28 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _partition_manager(args: argparse.Namespace) -> tuple[PartitionManager, AmdSmiHardware] | str:
+    """The manager over the GPUs amdsmi finds, from the persisted state, and that hardware; or
+    why the daemon cannot start (no amdsmi library or GPU, a state file it cannot use)."""
+    from mipart.agent.hardware.amdsmi_backend import AmdSmiHardware  # noqa: PLC0415
+
+    try:
+        hardware = AmdSmiHardware()
+    except RuntimeError as err:
+        return str(err)
+    try:
+        manager = PartitionManager(
+            hardware,
+            StateStore(args.state_dir / "state.json"),
+            reload_estimate_s=args.reload_estimate,
+            poll_interval_s=args.poll_interval,
+        )
+    except StateFileError as err:
+        hardware.close()
+        return str(err)
+    return manager, hardware
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # Bad flags are refused before logging is set up: configuring it has effects beyond this
@@ -154,20 +177,12 @@ def main(argv: list[str] | None = None) -> int:
     tls, layouts = configuration
     listen = args.listen or args.socket or DEFAULT_SOCKET
 
-    from mipart.agent.hardware.amdsmi_backend import AmdSmiHardware  # noqa: PLC0415
-
-    try:
-        hardware = AmdSmiHardware()
-    except RuntimeError as err:
-        print(f"mipart-daemon: {err}", file=sys.stderr)
+    started = _partition_manager(args)
+    if isinstance(started, str):
+        print(f"mipart-daemon: {started}", file=sys.stderr)
         return 1
+    manager, hardware = started
     metrics = DaemonMetrics()
-    manager = PartitionManager(
-        hardware,
-        StateStore(args.state_dir / "state.json"),
-        reload_estimate_s=args.reload_estimate,
-        poll_interval_s=args.poll_interval,
-    )
     manager.add_listener(metrics.observe_status)
     manager.add_operation_listener(lambda op, last, s: metrics.observe_operation(op.kind, last, s))
     manager.add_operation_listener(
