@@ -22,6 +22,8 @@ log = structlog.get_logger(__name__)
 MAX_BODY_BYTES = 16 * 2**20
 MAX_FIELD_LINE = 8192
 MAX_FIELDS = 100
+# The fields that frame a body: each may come once.
+_FRAMING = frozenset({"content-length", "transfer-encoding"})
 
 
 class BadRequest(Exception):
@@ -115,11 +117,13 @@ def _make_handler(server: JsonServer) -> type[BaseHTTPRequestHandler]:
                 self.close_connection = True
                 self._reply(411, {"Error": "send the body with a Content-Length"})
                 return
+            length = _content_length(self.fields.get("content-length", "0"))
+            if isinstance(length, str):
+                # The body's end is unknown, or the body stays unread: close after.
+                self.close_connection = True
+                self._reply(400, {"Error": f"bad request: {length}"})
+                return
             try:
-                length = int(self.fields.get("content-length", "0"))
-                if length < 0 or length > MAX_BODY_BYTES:
-                    self.close_connection = True  # the body stays unread
-                    raise BadRequest(f"body of {length} bytes; at most {MAX_BODY_BYTES}")
                 body = orjson.loads(self.rfile.read(length)) if length else None
                 self._reply(200, route(body))
             except (BadRequest, orjson.JSONDecodeError, ValueError) as err:
@@ -159,6 +163,18 @@ def _make_handler(server: JsonServer) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
+def _content_length(value: str) -> int | str:
+    """RFC 9110's Content-Length, 1*DIGIT, up to MAX_BODY_BYTES; or what is wrong with it.
+    int() would also take "+38", "3_8" and non-ASCII digits, which another reader of the same
+    bytes may frame differently."""
+    if not (value.isascii() and value.isdigit()):
+        return f"Content-Length {value[:20]!r} is not a number of bytes (digits only)"
+    length = int(value)
+    if length > MAX_BODY_BYTES:
+        return f"body of {length} bytes; at most {MAX_BODY_BYTES}"
+    return length
+
+
 def _read_fields(rfile: io.BufferedIOBase) -> dict[str, str] | str:
     """Header fields up to the blank line, by lower-case name; or what is wrong with them."""
     fields: dict[str, str] = {}
@@ -171,5 +187,10 @@ def _read_fields(rfile: io.BufferedIOBase) -> dict[str, str] | str:
         name, colon, value = line.decode("iso-8859-1").partition(":")
         if not colon or not name or name != name.strip():
             return f"bad header line {line[:80]!r}"
-        fields[name.lower()] = value.strip()
+        key = name.lower()
+        if key in _FRAMING and key in fields:
+            # Two lengths leave the body's end to whoever reads them: a request smuggled
+            # past one reader to the next (RFC 9112, section 6.3).
+            return f"repeated {name} header"
+        fields[key] = value.strip()
     return f"too many header lines (at most {MAX_FIELDS})"

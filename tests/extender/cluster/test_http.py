@@ -106,7 +106,24 @@ def test_expect_100_continue_is_answered_before_the_body(port: int) -> None:
             411,
             "Content-Length",
         ),
-        (b"POST /echo HTTP/1.1\r\nContent-Length: -1\r\n\r\n", 400, "at most"),
+        (b"POST /echo HTTP/1.1\r\nContent-Length: -1\r\n\r\n", 400, "digits only"),
+        (b"POST /echo HTTP/1.1\r\nContent-Length: +2\r\n\r\n{}", 400, "'+2' is not a number"),
+        (b"POST /echo HTTP/1.1\r\nContent-Length: 0_2\r\n\r\n{}", 400, "'0_2' is not a number"),
+        (
+            "POST /echo HTTP/1.1\r\nContent-Length: \u0662\r\n\r\n{}".encode("utf-8"),
+            400,
+            "is not a number",
+        ),
+        (
+            b"POST /echo HTTP/1.1\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\n{}",
+            400,
+            "repeated Content-Length header",
+        ),
+        (
+            b"POST /echo HTTP/1.1\r\nContent-Length: 2\r\ncontent-length: 9\r\n\r\n{}",
+            400,
+            "repeated content-length header",
+        ),
         (b"POST /echo HTTP/1.1\r\nContent-Length: 99999999\r\n\r\n{}", 400, "at most"),
     ],
 )
