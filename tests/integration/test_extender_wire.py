@@ -137,13 +137,35 @@ POD = {"metadata": {"name": "p", "uid": "u", "annotations": {"mipart.io/memory":
 def test_bad_extender_args_get_a_400_that_names_the_field(
     extender: Stack, control_plane: ControlPlane, verb: str, body: Any, message: str
 ) -> None:
-    connection = http.client.HTTPConnection("127.0.0.1", control_plane.extender_port, timeout=10)
+    status, answer = post_json(control_plane.extender_port, verb, body)
+    assert status == 400
+    assert message in answer["Error"]
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ([POD], "ExtenderPreemptionArgs must be an object"),
+        ({"Pod": {"metadata": None}}, "'Pod' must be a pod object with metadata"),
+        ({"Pod": {"spec": {}}}, "'Pod' must be a pod object with metadata"),
+        ({"Pod": POD, "NodeNameToMetaVictims": []}, "'NodeNameToMetaVictims' must be an object"),
+    ],
+)
+def test_bad_preemption_args_get_a_400_that_names_the_field(
+    extender: Stack, control_plane: ControlPlane, body: Any, message: str
+) -> None:
+    status, answer = post_json(control_plane.extender_port, "/preempt", body)
+    assert status == 400
+    assert message in answer["Error"]
+
+
+def post_json(port: int, verb: str, body: Any) -> tuple[int, Any]:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     connection.request("POST", verb, json.dumps(body), {"Content-Type": "application/json"})
     reply = connection.getresponse()
     answer = json.loads(reply.read())
     connection.close()
-    assert reply.status == 400
-    assert message in answer["Error"]
+    return reply.status, answer
 
 
 def test_a_standby_refuses_until_its_scheduler_leads(

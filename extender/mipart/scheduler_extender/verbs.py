@@ -226,17 +226,20 @@ class Verbs:
     def preempt(self, body: Any) -> dict[str, Any]:
         """Keep, per node, only the fewest victims (of those the scheduler proposes) whose
         eviction lets the pod fit; drop nodes where evicting them would not help."""
-        if not isinstance(body, dict) or not isinstance(body.get("Pod"), dict):
-            raise BadRequest("ExtenderPreemptionArgs: 'Pod' must be an object")
+        if not isinstance(body, dict):
+            raise BadRequest("ExtenderPreemptionArgs must be an object")
+        pod = body.get("Pod")
+        if not isinstance(pod, dict) or not isinstance(pod.get("metadata"), dict):
+            raise BadRequest("ExtenderPreemptionArgs: 'Pod' must be a pod object with metadata")
         proposals = body.get("NodeNameToMetaVictims") or {}
         if not isinstance(proposals, dict):
             raise BadRequest("ExtenderPreemptionArgs: 'NodeNameToMetaVictims' must be an object")
         try:
-            parsed = self.requests.parsed_of(body["Pod"], lambda: _annotations(body["Pod"]))
+            parsed = self.requests.parsed_of(pod, lambda: _annotations(pod))
         except AnnotationError:
             return {"NodeNameToMetaVictims": {}}
         hold = parsed.hold_at(self.clock())
-        uid = str(body["Pod"]["metadata"].get("uid"))
+        uid = str(pod["metadata"].get("uid"))
         if hold is not None and not self.waivers.waived(uid, hold):
             # Held to partitions its filter checks: no eviction makes room anywhere else.
             return {"NodeNameToMetaVictims": {}}
