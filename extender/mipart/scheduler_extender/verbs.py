@@ -231,7 +231,9 @@ class Verbs:
         pod = body.get("Pod")
         if not isinstance(pod, dict) or not isinstance(pod.get("metadata"), dict):
             raise BadRequest("ExtenderPreemptionArgs: 'Pod' must be a pod object with metadata")
-        proposals = body.get("NodeNameToMetaVictims") or {}
+        proposals = body.get("NodeNameToMetaVictims")
+        if proposals is None:
+            proposals = {}
         if not isinstance(proposals, dict):
             raise BadRequest("ExtenderPreemptionArgs: 'NodeNameToMetaVictims' must be an object")
         try:
