@@ -226,11 +226,7 @@ class Verbs:
     def preempt(self, body: Any) -> dict[str, Any]:
         """Keep, per node, only the fewest victims (of those the scheduler proposes) whose
         eviction lets the pod fit; drop nodes where evicting them would not help."""
-        if not isinstance(body, dict):
-            raise BadRequest("ExtenderPreemptionArgs must be an object")
-        pod = body.get("Pod")
-        if not isinstance(pod, dict) or not isinstance(pod.get("metadata"), dict):
-            raise BadRequest("ExtenderPreemptionArgs: 'Pod' must be a pod object with metadata")
+        pod = _pod_of(body, "ExtenderPreemptionArgs")
         proposals = body.get("NodeNameToMetaVictims")
         if proposals is None:
             proposals = {}
@@ -309,12 +305,19 @@ def _victims(
     return answer
 
 
-def _args(body: Any) -> tuple[dict[str, Any], list[str]]:
+def _pod_of(body: Any, kind: str) -> dict[str, Any]:
+    """The pod an extender call of ``kind`` is about; BadRequest naming the field if the body
+    or its pod is not object-shaped."""
     if not isinstance(body, dict):
-        raise BadRequest("ExtenderArgs must be an object")
+        raise BadRequest(f"{kind} must be an object")
     pod = body.get("Pod")
     if not isinstance(pod, dict) or not isinstance(pod.get("metadata"), dict):
-        raise BadRequest("ExtenderArgs: 'Pod' must be a pod object with metadata")
+        raise BadRequest(f"{kind}: 'Pod' must be a pod object with metadata")
+    return pod
+
+
+def _args(body: Any) -> tuple[dict[str, Any], list[str]]:
+    pod = _pod_of(body, "ExtenderArgs")
     names = body.get("NodeNames")
     if names is None:
         raise BadRequest(
