@@ -13,12 +13,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kubernetes.client import ApiException
+
 from hack.devcluster import chart, kube
 from hack.devcluster.controlplane import ControlPlane
 from hack.devcluster.node import Node
 from hack.devcluster.procs import Process, free_ports, wait_until
 from hack.devcluster.readiness import http_ok
 from mipart.contract.annotations import MEMORY
+from mipart.contract.resources import PARTITION_RESOURCE
 
 # The extender's --stale-after in the tests: a GPUNode whose heartbeat is older is not ready.
 EXTENDER_STALE_AFTER_S = 30
@@ -152,6 +155,18 @@ class Stack:
             timeout=30,
             process=self.webhook,
         )
+        self._start_admission_policies(api)
+
+    def _start_admission_policies(self, api: Any) -> None:
+        """The chart's ValidatingAdmissionPolicies, which ship with the webhook; in force once
+        the API server refuses a pod that asks for the partition resource directly."""
+        admission = kube.admission_registration(api)
+        for doc in chart.default_objects():
+            if doc["kind"] == "ValidatingAdmissionPolicy":
+                admission.create_validating_admission_policy(copy.deepcopy(doc))
+            elif doc["kind"] == "ValidatingAdmissionPolicyBinding":
+                admission.create_validating_admission_policy_binding(copy.deepcopy(doc))
+        wait_until("the admission policies in force", lambda: _policy_refuses(api), timeout=30)
 
     # -- extender -------------------------------------------------------------------------
 
@@ -210,6 +225,16 @@ class Stack:
             admission.delete_mutating_webhook_configuration("mipart")
         with contextlib.suppress(Exception):
             admission.delete_validating_webhook_configuration("mipart")
+        policies = [d for d in chart.default_objects() if d["kind"] == "ValidatingAdmissionPolicy"]
+        for doc in policies:
+            with contextlib.suppress(Exception):
+                admission.delete_validating_admission_policy_binding(doc["metadata"]["name"])
+            with contextlib.suppress(Exception):
+                admission.delete_validating_admission_policy(doc["metadata"]["name"])
+        if policies and self.webhook is not None:
+            # The API server drops a deleted policy a moment later; the next test may create
+            # the pods these policies refuse (bound ones, as the extender leaves them).
+            wait_until("the admission policies gone", lambda: not _policy_refuses(api), 30)
         objects = kube.custom_objects(api)
         for name, node in self.daemons.items():
             node.stop()
@@ -253,6 +278,24 @@ def stop_recorded(path: Path) -> list[str]:
             stopped.append(process.name)
     path.unlink()
     return stopped
+
+
+def _policy_refuses(api: Any) -> bool:
+    """A dry-run pod that asks for the partition resource directly is refused by the chart's
+    admission policy."""
+    pod = {
+        "metadata": {"name": "policy-probe"},
+        "spec": {
+            "containers": [
+                {"name": "c", "image": "x", "resources": {"limits": {PARTITION_RESOURCE: "1"}}}
+            ]
+        },
+    }
+    try:
+        kube.core(api).create_namespaced_pod("default", pod, dry_run="All")
+    except ApiException as err:
+        return err.status == 403 and PARTITION_RESOURCE in str(err.body)
+    return False
 
 
 def _webhook_answers(api: Any) -> bool:

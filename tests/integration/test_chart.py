@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +19,15 @@ from hack.devcluster import chart
 from hack.devcluster.controlplane import ControlPlane
 from hack.devcluster.kwok import GPU_PRODUCT_LABEL
 from hack.devcluster.procs import wait_until
+from mipart.contract.annotations import (
+    ALLOCATION,
+    MEMORY,
+    MODEL,
+    PLANNED_MODE,
+    PLANNED_PARTITIONS,
+    PREFIX,
+)
+from mipart.contract.resources import PARTITION_RESOURCE
 from mipart.controller.main import build_parser, flag_problems
 from mipart.webhook.mutate import PRIORITY_CLASSES
 
@@ -169,6 +179,40 @@ def test_priority_classes_match_the_webhook() -> None:
         if o["kind"] == "PriorityClass"
     }
     assert classes == {name: (value, policy) for name, value, policy in PRIORITY_CLASSES.values()}
+
+
+@pytest.mark.parametrize("combination", ["default", "existing-scheduler"])
+def test_the_admission_policies_name_the_writers_and_the_contracts_keys(combination: str) -> None:
+    """The policies let each internal annotation's writer, and only it, write it: the
+    controller, and the service account the extender runs as in this scheduler mode, in the
+    release's namespace. Every key their CEL tests is one mipart.contract defines."""
+    objects = chart.render(COMBINATIONS[combination], namespace="gpu-infra")
+    policies = {
+        o["metadata"]["name"]: o for o in objects if o["kind"] == "ValidatingAdmissionPolicy"
+    }
+    bound = {o["spec"]["policyName"]: o["spec"]["validationActions"] for o in objects
+             if o["kind"] == "ValidatingAdmissionPolicyBinding"}  # fmt: skip
+    assert len(policies) == 3
+    assert bound == {name: ["Deny"] for name in policies}
+    (extender,) = [
+        o["spec"]["template"]["spec"]["serviceAccountName"]
+        for o in objects
+        if o["kind"] in ("Deployment", "DaemonSet")
+        and any(c["command"][0] == "mipart-extender"
+                for c in o["spec"]["template"]["spec"]["containers"])
+    ]  # fmt: skip
+    binding_rule = json.dumps(policies["mipart-pod-binding"]["spec"]["validations"])
+    assert f"system:serviceaccount:gpu-infra:{extender}" in binding_rule
+    annotation_rules = json.dumps(policies["mipart-pod-annotations"]["spec"]["validations"])
+    assert "system:serviceaccount:gpu-infra:mipart-controller" in annotation_rules
+    expressions = " ".join(
+        json.dumps([p["spec"].get(part) for part in ("variables", "matchConditions")])
+        + " ".join(v["expression"] for v in p["spec"]["validations"])
+        for p in policies.values()
+    )
+    tested = set(re.findall(r"'(mipart\.io/[^']*)'", expressions))
+    assert tested == {PREFIX, PARTITION_RESOURCE, MEMORY, MODEL, ALLOCATION, PLANNED_MODE,
+                      PLANNED_PARTITIONS}, tested  # fmt: skip
 
 
 def test_the_controllers_command_line_is_valid_and_elects_a_leader() -> None:

@@ -109,17 +109,16 @@ class _Annotations(BaseModel):
     def _partitions(cls, value: Any) -> Any:
         return int(value) if isinstance(value, str) and value.strip().isdigit() else value
 
-    @field_validator("partition_mode", mode="before")
-    @classmethod
-    def _mode(cls, value: Any) -> Any:
-        if not isinstance(value, str):
-            return value
-        return "any" if value.strip().lower() == "any" else value.strip().upper()
-
 
 def is_managed(annotations: Mapping[str, str] | None) -> bool:
     """A pod opts in by naming its memory or its model."""
     return annotations is not None and (MEMORY in annotations or MODEL in annotations)
+
+
+def names_mipart(annotations: Mapping[str, str]) -> bool:
+    """Any ``mipart.io/`` key at all: such a pod is checked, so a typo or a partial set of
+    annotations is refused instead of running without a partition."""
+    return any(key.startswith(PREFIX) for key in annotations)
 
 
 def qos_of(annotations: Mapping[str, str]) -> QosClass:

@@ -4,8 +4,14 @@ what is allowed (the API server shows it to the user as the reason the pod was r
 
 - mutate (CREATE): spec.schedulerName, the ``mipart.io/partition`` request on the first
   container (extended resources need requests == limits), the launcher's environment;
-- validate (CREATE, UPDATE): the annotations parse; nobody but the extender's Binding sets
-  ``mipart.io/allocation`` (a pod cannot claim a partition by annotating itself).
+- validate (CREATE): the same checks once every mutating webhook ran; nobody but the
+  extender's Binding sets ``mipart.io/allocation`` (a pod cannot claim a partition by
+  annotating itself).
+
+Every pod with a ``mipart.io/`` key is checked, not only those that name their memory or
+model: a typo-only pod (``mipart.io/memroy``) or one with only ``mipart.io/qos`` is refused,
+not run without a partition. What needs no parser (direct resource requests, sidecars, preset
+nodes, updates) the API server checks itself, with the chart's admission policies.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from mipart.cluster.annotations import AnnotationError, is_managed, is_queued, parse_request
+from mipart.cluster.annotations import AnnotationError, is_queued, names_mipart, parse_request
 from mipart.cluster.http import BadRequest
 from mipart.contract import environment
 from mipart.contract.annotations import (
@@ -26,7 +32,6 @@ from mipart.contract.annotations import (
     PLANNED_PARTITIONS,
     QOS,
     QUEUE,
-    USER_ANNOTATIONS,
 )
 from mipart.contract.resources import PARTITION_RESOURCE, QUEUE_GATE
 from mipart.placement import PartitionRequest, QosClass
@@ -48,7 +53,7 @@ class Webhook:
     def mutate(self, body: Any) -> dict[str, Any]:
         request = _request(body)
         pod, annotations = _pod(request, "object")
-        if request.get("operation") != "CREATE" or not is_managed(annotations):
+        if request.get("operation") != "CREATE" or not names_mipart(annotations):
             return _review(request, allowed=True)
         # Parsed (and sized) once per call: the checks and the patch share the answer.
         asked, problems = _checked(pod, annotations, scheduler=self.scheduler_name)
@@ -58,30 +63,12 @@ class Webhook:
         return _review(request, allowed=True, patch=patch)
 
     def validate(self, body: Any) -> dict[str, Any]:
+        """The same checks after every mutating webhook ran: another one may have changed
+        the pod after ours. (Updates are the admission policies' part: the API server checks
+        them itself, pods/status included; the chart's admission-policy.yaml.)"""
         request = _request(body)
         pod, annotations = _pod(request, "object")
-        _, old = _pod(request, "oldObject")
-        if request.get("operation") == "UPDATE":
-            if annotations.get(ALLOCATION) != old.get(ALLOCATION):
-                return _review(
-                    request,
-                    allowed=False,
-                    message=f"{ALLOCATION}: set only by the mipart extender when it binds the pod",
-                )
-            changed = [k for k in USER_ANNOTATIONS if annotations.get(k) != old.get(k)]
-            if changed:
-                # They decided the pod's queue, priority and partition: a later edit would let
-                # a batch pod jump the queue or make itself unevictable.
-                return _review(
-                    request,
-                    allowed=False,
-                    message=f"{', '.join(changed)}: cannot change after the pod is created; "
-                    "create a new pod instead",
-                )
-            return _review(request, allowed=True)
-        if request.get("operation") != "CREATE" or not (
-            is_managed(annotations) or ALLOCATION in annotations
-        ):
+        if request.get("operation") != "CREATE" or not names_mipart(annotations):
             return _review(request, allowed=True)
         _, problems = _checked(pod, annotations, scheduler=self.scheduler_name)
         return _review(request, allowed=not problems, message=problems)

@@ -48,7 +48,7 @@ def test_everything_given() -> None:
         {
             MEMORY: "160Gi",
             PARTITIONS: "4",
-            PARTITION_MODE: "qpx",
+            PARTITION_MODE: "QPX",
             QOS: "latency",
             SHARING: "exclusive",
         }

@@ -18,6 +18,12 @@ app.kubernetes.io/name: {{ .name }}
 {{ include "mipart.labels" .root }}
 {{- end -}}
 
+{{/* The service account the extender runs as, which binds mipart's pods: in "second" mode it
+shares mipart-scheduler's pod and account; in "existing" mode it runs alone. */}}
+{{- define "mipart.extenderAccount" -}}
+{{ ternary "mipart-scheduler" "mipart-extender" (eq .Values.scheduler.mode "second") }}
+{{- end -}}
+
 {{/* The TLS mode after "auto" is resolved against the cluster's APIs. */}}
 {{- define "mipart.tlsMode" -}}
 {{- $mode := .Values.tls.mode -}}
