@@ -20,6 +20,13 @@ from mipart.kube.api import KubeApi, KubeError
 log = structlog.get_logger(__name__)
 
 
+def held_by(holder: str | None, host: str) -> bool:
+    """Whether a kube-scheduler Lease's holderIdentity is the scheduler on ``host``: client-go
+    leader election names a holder ``<host name>_<uuid>``. A bare prefix match would take
+    ``mipart-scheduler-1`` for ``mipart-scheduler-10_...`` and let a standby answer."""
+    return holder is not None and holder.split("_", 1)[0] == host
+
+
 class Leadership:
     def __init__(
         self,
@@ -46,7 +53,7 @@ class Leadership:
         if self._lease is None:
             return None
         holder = self._current_holder()
-        if holder is None or not holder.startswith(self._prefix):
+        if not held_by(holder, self._prefix):
             return (
                 f"mipart extender {self._prefix!r} is a standby: lease {self._lease} is held by "
                 f"{holder!r}"

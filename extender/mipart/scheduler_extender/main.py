@@ -56,7 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--identity-prefix",
         default=os.environ.get("POD_NAME", socket.gethostname()),
-        help="our kube-scheduler's lease identity starts with this (its host name)",
+        help="our kube-scheduler's host name (its pod's name): its lease identity is this, '_' "
+        "and a UUID",
     )
     p.add_argument(
         "--stale-after",
