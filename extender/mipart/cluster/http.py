@@ -8,6 +8,7 @@ the per-call parse of a 5000-node body well under a millisecond.
 from __future__ import annotations
 
 import io
+import ipaddress
 import ssl
 import threading
 from collections.abc import Callable
@@ -38,6 +39,9 @@ class JsonServer:
     def __init__(self, host: str, port: int, *, tls: ssl.SSLContext | None = None) -> None:
         self.post_routes: dict[str, JsonRoute] = {}
         self.get_routes: dict[str, RawRoute] = {}
+        # GET routes answered only to callers on this host's loopback (debug pages that show
+        # what others' pods hold), whatever address the server listens on.
+        self.loopback_only: set[str] = set()
         handler = _make_handler(self)
         self.httpd = ThreadingHTTPServer((host, port), handler)
         self.httpd.daemon_threads = True
@@ -133,9 +137,13 @@ def _make_handler(server: JsonServer) -> type[BaseHTTPRequestHandler]:
                 self._reply(200, {"Error": f"internal error: {type(err).__name__}: {err}"})
 
         def do_GET(self) -> None:
-            route = server.get_routes.get(self.path.split("?", 1)[0])
+            path = self.path.split("?", 1)[0]
+            route = server.get_routes.get(path)
             if route is None:
                 self._reply(404, {"Error": f"no such route: GET {self.path}"})
+                return
+            if path in server.loopback_only and not _is_loopback(self.client_address[0]):
+                self._reply(403, {"Error": f"GET {path} answers only callers on loopback"})
                 return
             status, content_type, payload = route()
             self._send(status, content_type, payload)
@@ -161,6 +169,13 @@ def _make_handler(server: JsonServer) -> type[BaseHTTPRequestHandler]:
             pass  # access logs would cost more than the calls; metrics count them
 
     return Handler
+
+
+def _is_loopback(address: str) -> bool:
+    ip = ipaddress.ip_address(address.split("%", 1)[0])
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped  # an IPv4 caller of a dual-stack socket
+    return ip.is_loopback
 
 
 def _content_length(value: str) -> int | str:

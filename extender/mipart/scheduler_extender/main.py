@@ -132,6 +132,7 @@ def main(argv: list[str] | None = None) -> int:
             "/debug/allocations": allocations_page,
         }
     )
+    server.loopback_only.add("/debug/allocations")
     cluster.start()
     threading.Thread(target=_freeze_after_sync, args=(cluster,), daemon=True).start()
     server.start()

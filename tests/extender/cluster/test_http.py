@@ -135,3 +135,36 @@ def test_malformed_requests_get_an_error_and_the_connection_closes(
     assert says.encode() in received
     # Framing the server cannot trust, or a body it did not read: it closes the connection.
     assert not received.endswith(b"<still open>")
+
+
+def test_loopback_only_pages_refuse_callers_elsewhere() -> None:
+    """A debug page answers on loopback, and says why to a caller on another address of the
+    host, though the server listens on all of them."""
+    # The address this host would send from (a UDP connect sends nothing).
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("192.0.2.1", 9))
+        except OSError:
+            pytest.skip("this host has no route off loopback")
+        other = probe.getsockname()[0]
+    if other.startswith("127."):
+        pytest.skip("this host has no address but loopback")
+    server = JsonServer("0.0.0.0", 0)
+    server.get_routes["/debug/page"] = lambda: (200, "text/plain", b"secret")
+    server.loopback_only.add("/debug/page")
+    server.start()
+    try:
+        request = b"GET /debug/page HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        with socket.create_connection(("127.0.0.1", server.port), timeout=2) as conn:
+            conn.sendall(request)
+            local = conn.recv(65536)
+        assert local.startswith(b"HTTP/1.1 200")
+        assert local.endswith(b"secret")
+        with socket.create_connection((other, server.port), timeout=2) as conn:
+            conn.sendall(request)
+            remote = conn.recv(65536)
+        ((status, _, body),) = replies(remote)
+        assert status.startswith("HTTP/1.1 403")
+        assert body == {"Error": "GET /debug/page answers only callers on loopback"}
+    finally:
+        server.stop()
