@@ -68,6 +68,8 @@ class Stack:
     webhook: Process | None = None
     controller: Process | None = None
     controller_metrics: str = ""
+    # The chart's admission policies and their bindings, once start_webhook created them.
+    admission_policies: list[dict[str, Any]] = field(default_factory=list)
     # The components outlive this process (hack/demo --keep); record() says where they are.
     detach: bool = False
 
@@ -161,11 +163,17 @@ class Stack:
         """The chart's ValidatingAdmissionPolicies, which ship with the webhook; in force once
         the API server refuses a pod that asks for the partition resource directly."""
         admission = kube.admission_registration(api)
+        creators = {
+            "ValidatingAdmissionPolicy": admission.create_validating_admission_policy,
+            "ValidatingAdmissionPolicyBinding": (
+                admission.create_validating_admission_policy_binding
+            ),
+        }
         for doc in chart.default_objects():
-            if doc["kind"] == "ValidatingAdmissionPolicy":
-                admission.create_validating_admission_policy(copy.deepcopy(doc))
-            elif doc["kind"] == "ValidatingAdmissionPolicyBinding":
-                admission.create_validating_admission_policy_binding(copy.deepcopy(doc))
+            create = creators.get(doc["kind"])
+            if create is not None:
+                create(copy.deepcopy(doc))
+                self.admission_policies.append(doc)
         wait_until("the admission policies in force", lambda: _policy_refuses(api), timeout=30)
 
     # -- extender -------------------------------------------------------------------------
@@ -225,16 +233,20 @@ class Stack:
             admission.delete_mutating_webhook_configuration("mipart")
         with contextlib.suppress(Exception):
             admission.delete_validating_webhook_configuration("mipart")
-        policies = [d for d in chart.default_objects() if d["kind"] == "ValidatingAdmissionPolicy"]
-        for doc in policies:
+        delete = {
+            "ValidatingAdmissionPolicy": admission.delete_validating_admission_policy,
+            "ValidatingAdmissionPolicyBinding": (
+                admission.delete_validating_admission_policy_binding
+            ),
+        }
+        for doc in self.admission_policies:
             with contextlib.suppress(Exception):
-                admission.delete_validating_admission_policy_binding(doc["metadata"]["name"])
-            with contextlib.suppress(Exception):
-                admission.delete_validating_admission_policy(doc["metadata"]["name"])
-        if policies and self.webhook is not None:
+                delete[doc["kind"]](doc["metadata"]["name"])
+        if self.admission_policies:
             # The API server drops a deleted policy a moment later; the next test may create
             # the pods these policies refuse (bound ones, as the extender leaves them).
             wait_until("the admission policies gone", lambda: not _policy_refuses(api), 30)
+            self.admission_policies.clear()
         objects = kube.custom_objects(api)
         for name, node in self.daemons.items():
             node.stop()

@@ -24,6 +24,12 @@ shares mipart-scheduler's pod and account; in "existing" mode it runs alone. */}
 {{ ternary "mipart-scheduler" "mipart-extender" (eq .Values.scheduler.mode "second") }}
 {{- end -}}
 
+{{/* CEL: whether the object named by the argument ("object", "oldObject") has a mipart.io/
+annotation. One definition for the webhooks' matchConditions and the admission policies. */}}
+{{- define "mipart.hasMipartAnnotation" -}}
+{{ . }}.metadata.?annotations.orValue({}).exists(k, k.startsWith('mipart.io/'))
+{{- end -}}
+
 {{/* The TLS mode after "auto" is resolved against the cluster's APIs. */}}
 {{- define "mipart.tlsMode" -}}
 {{- $mode := .Values.tls.mode -}}
