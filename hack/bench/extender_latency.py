@@ -216,6 +216,7 @@ def serve(count: int, seed: int, profile: bool, pipe: Connection) -> None:
             "/bench/bind": SimulatedBind(cluster),
         }
     )
+    server.inline_routes.update({"/filter", "/prioritize", "/bench/bind"})
     server.get_routes["/metrics"] = lambda: (
         200,
         CONTENT_TYPE_LATEST,

@@ -86,7 +86,14 @@ def main(argv: list[str] | None = None) -> int:
         serving=leadership.refusal,
         report_unschedulable=lambda pod, msg: events.warn(pod, "NoPartitionFits", msg),
     )
-    server = JsonServer(host or "127.0.0.1", int(port))
+    server = JsonServer(
+        host or "127.0.0.1",
+        int(port),
+        on_drop=lambda reason: metrics.dropped.labels(reason).inc(),
+    )
+    # kube-scheduler waits on these inside its scheduling loop; bind and preempt call the API
+    # server or walk victims, and run on the route threads.
+    server.inline_routes.update({"/filter", "/prioritize"})
     server.post_routes.update(
         {
             "/filter": verbs.filter,

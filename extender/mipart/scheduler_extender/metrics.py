@@ -30,6 +30,13 @@ class ExtenderMetrics:
             "Binds refused because the chosen room was taken since filter",
             registry=r,
         )
+        self.dropped = Counter(
+            "mipart_extender_http_dropped_total",
+            "Callers the extender's HTTP server gave up on, by reason (idle, head_timeout, "
+            "body_timeout, body_budget, connections, write_timeout, reset)",
+            ["reason"],
+            registry=r,
+        )
         self.serving = Gauge(
             "mipart_extender_serving",
             "1 while this extender answers (warm cache, leader)",

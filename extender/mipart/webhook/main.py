@@ -169,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"{args.tls_key}): see the log line above",
                 file=sys.stderr,
             )
-            server.httpd.server_close()
+            server.stop()
             return 2
         poll = Poll("tls-files", args.tls_check_interval or FILE_CHECK_S, files.check)
         on_stop(stop.set)
@@ -190,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signal.SIGHUP, lambda *_: poll.wake())
         # Nothing is served before a certificate is: the readiness probe fails until then.
         if not certificates.start(stop):
-            server.httpd.server_close()
+            server.stop()
             return 0
 
     server.start()

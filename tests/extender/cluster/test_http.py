@@ -3,14 +3,16 @@ broken or hostile client might."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
-from mipart.cluster.http import MAX_FIELDS, JsonServer
+from mipart.cluster.http import MAX_FIELDS, JsonServer, Limits
 
 
 @pytest.fixture(scope="module")
@@ -168,3 +170,123 @@ def test_loopback_only_pages_refuse_callers_elsewhere() -> None:
         assert body == {"Error": "GET /debug/page answers only callers on loopback"}
     finally:
         server.stop()
+
+
+# -- callers that hold on: every wait has a deadline, bodies a budget ------------------------
+
+QUICK = Limits(idle_timeout_s=0.3, head_timeout_s=0.3, body_timeout_s=0.3, handshake_timeout_s=0.3)
+
+
+@contextlib.contextmanager
+def serving(limits: Limits, **post: Any) -> Iterator[JsonServer]:
+    server = JsonServer("127.0.0.1", 0, limits=limits)
+    server.post_routes["/echo"] = lambda body: {"got": body}
+    server.post_routes.update(post)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def wait_closed(conn: socket.socket, within_s: float = 3.0) -> bytes:
+    """Everything the server sends until it closes the connection (fails if it never does)."""
+    conn.settimeout(within_s)
+    received = b""
+    while chunk := conn.recv(65536):
+        received += chunk
+    return received
+
+
+def until(condition: Callable[[], bool], within_s: float = 5.0) -> None:
+    deadline = time.monotonic() + within_s
+    while not condition():
+        assert time.monotonic() < deadline, "the server never got there"
+        time.sleep(0.01)
+
+
+def test_a_caller_that_dribbles_its_head_gets_408_and_is_cut_off() -> None:
+    with serving(QUICK) as server, socket.create_connection(("127.0.0.1", server.port)) as conn:
+        conn.sendall(b"POST /echo HTTP/1.1\r\nX-Slow: ")
+        received = wait_closed(conn)
+    assert received.startswith(b"HTTP/1.1 408 ")
+    assert b"request head not complete within 0.3 s" in received
+
+
+def test_an_idle_kept_alive_connection_is_closed_without_a_reply() -> None:
+    with serving(QUICK) as server, socket.create_connection(("127.0.0.1", server.port)) as conn:
+        conn.sendall(post({"n": 1}))
+        ((status, _, _),) = replies(conn.recv(65536))
+        assert status == "HTTP/1.1 200 OK"
+        assert wait_closed(conn) == b""
+
+
+def test_a_half_sent_body_gets_408_and_holds_no_route_thread() -> None:
+    # One route thread only: were it waiting on the slow body, the second caller would wait.
+    limits = Limits(body_timeout_s=1.0, workers=1)
+    with serving(limits) as server, socket.create_connection(("127.0.0.1", server.port)) as slow:
+        slow.sendall(b"POST /echo HTTP/1.1\r\nContent-Length: 1000\r\n\r\n{")
+        until(lambda: server.body_bytes_held == 1000)
+        assert replies(exchange(server.port, post({"n": 2}, "Connection: close")))[0][2] == {
+            "got": {"n": 2}
+        }
+        received = wait_closed(slow)
+    assert received.startswith(b"HTTP/1.1 408 ")
+    assert b"body of 1000 bytes not received within 1 s" in received
+
+
+def test_large_bodies_share_a_bounded_part_of_the_body_budget() -> None:
+    """While one large body is being read, a second is refused with 503 at once, before a byte
+    of it is buffered; bodies of the usual size still go through; once the first is answered,
+    the budget is free again."""
+    limits = Limits(body_budget_bytes=300, large_body_bytes=50, large_budget_bytes=150)
+    large = json.dumps({"pad": "x" * 100}).encode()
+    head = f"POST /echo HTTP/1.1\r\nContent-Length: {len(large)}\r\n\r\n".encode()
+    with serving(limits) as server, socket.create_connection(("127.0.0.1", server.port)) as first:
+        first.sendall(head + large[:10])
+        until(lambda: server.body_bytes_held == len(large))
+        refused = exchange(server.port, head + large)
+        assert refused.startswith(b"HTTP/1.1 503 ")
+        assert f"a body of {len(large)} bytes does not fit now, retry".encode() in refused
+        assert not refused.endswith(b"<still open>")
+        assert replies(exchange(server.port, post({"n": 3})))[0][2] == {"got": {"n": 3}}
+        first.sendall(large[10:])
+        ((status, _, _),) = replies(first.recv(65536))
+        assert status == "HTTP/1.1 200 OK"
+        assert replies(exchange(server.port, head + large))[0][0] == "HTTP/1.1 200 OK"
+
+
+def test_connections_past_the_limit_are_closed_as_they_come() -> None:
+    drops: list[str] = []
+    server = JsonServer("127.0.0.1", 0, limits=Limits(max_connections=2), on_drop=drops.append)
+    server.post_routes["/echo"] = lambda body: {"got": body}
+    server.start()
+    try:
+        with (
+            socket.create_connection(("127.0.0.1", server.port)) as one,
+            socket.create_connection(("127.0.0.1", server.port)) as two,
+        ):
+            until(lambda: server.open_connections == 2)
+            with socket.create_connection(("127.0.0.1", server.port)) as third:
+                assert wait_closed(third) == b""
+            for conn in (one, two):
+                conn.sendall(post({"n": 4}))
+                assert replies(conn.recv(65536))[0][2] == {"got": {"n": 4}}
+    finally:
+        server.stop()
+    assert drops == ["connections"]
+
+
+def test_a_failing_get_route_answers_500_and_other_methods_501(port: int) -> None:
+    server = JsonServer("127.0.0.1", 0)
+    server.get_routes["/broken"] = lambda: {}["missing"]  # type: ignore[index]
+    server.start()
+    try:
+        broken = exchange(server.port, b"GET /broken HTTP/1.1\r\nConnection: close\r\n\r\n")
+    finally:
+        server.stop()
+    assert broken.startswith(b"HTTP/1.1 500 ")
+    assert b"internal error: KeyError" in broken
+    other = exchange(port, b"PUT /echo HTTP/1.1\r\nContent-Length: 2\r\n\r\n{}")
+    assert other.startswith(b"HTTP/1.1 501 ")
+    assert b"PUT is not served" in other

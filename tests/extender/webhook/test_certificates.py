@@ -20,7 +20,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from mipart.cluster.http import JsonServer
+from mipart.cluster.http import JsonServer, Limits
 from mipart.kube.api import KubeError
 from mipart.runtime import logs
 from mipart.webhook import main as webhook_main
@@ -295,6 +295,23 @@ def test_no_handshake_before_a_certificate_is_loaded(
     assert not serving.loaded
     with pytest.raises(ssl.SSLError):
         presented(server.port)
+
+
+def test_a_caller_that_never_shakes_hands_is_dropped_and_blocks_no_one(tmp_path: Path) -> None:
+    serving = ServingTls()
+    material = pki.issue(POLICY, dt.datetime.now(dt.UTC))
+    assert serving.load(material.tls_crt, material.tls_key, source="test")
+    server = JsonServer("127.0.0.1", 0, tls=serving.context, limits=Limits(handshake_timeout_s=0.5))
+    server.get_routes["/healthz"] = lambda: (200, "text/plain", b"ok")
+    server.start()
+    try:
+        with socket.create_connection(("127.0.0.1", server.port)) as silent:
+            # Served meanwhile, on a connection of its own.
+            assert presented(server.port, material.ca_crt) == load(material.tls_crt)
+            silent.settimeout(5)
+            assert silent.recv(100) == b""  # closed by the server, no byte sent
+    finally:
+        server.stop()
 
 
 def test_changed_files_serve_the_new_certificate_to_new_connections(
