@@ -208,7 +208,7 @@ def serve(count: int, seed: int, profile: bool, pipe: Connection) -> None:
     metrics = ExtenderMetrics()
     verbs = Verbs(cluster, KubeApi(None), metrics, serving=lambda: None)
     profiler = cProfile.Profile() if profile else None
-    server = JsonServer("127.0.0.1", 0)
+    server = JsonServer("127.0.0.1", 0, on_drop=lambda reason: metrics.dropped.labels(reason).inc())
     server.post_routes.update(
         {
             "/filter": _profiled(verbs.filter, profiler),

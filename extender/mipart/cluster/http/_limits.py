@@ -15,6 +15,10 @@ class Limits:
     # Open connections; one more is closed as soon as it is accepted. An idle kept-alive
     # connection costs a few KiB here, no thread.
     max_connections: int = 4096
+    # New connections accepted a second, on average, and at once. Both callers keep their
+    # connections open, so this only paces floods (see JsonServer._accept).
+    accept_rate_per_s: float = 500.0
+    accept_burst: int = 10
     # A TLS client must finish its handshake within this.
     handshake_timeout_s: float = 5.0
     # A kept-alive connection may sit between requests this long. Go's HTTP clients (the
