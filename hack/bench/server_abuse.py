@@ -48,11 +48,11 @@ import orjson
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from hack.bench.extender_latency import HEADERS, extender_args, node_names, pods, serve
 from hack.bench.report import machine, percentile, print_table
-from mipart.cluster.http import JsonServer, Limits
-from mipart.runtime.logs import configure as configure_logging
 from mipart.cluster import pki
-from mipart.webhook.mutate import Webhook
+from mipart.cluster.http import JsonServer, Limits
 from mipart.cluster.tls import ServingTls
+from mipart.runtime.logs import configure as configure_logging
+from mipart.webhook.mutate import Webhook
 
 TARGET_P99_MS = 100.0
 PROBE_INTERVAL_S = 0.02

@@ -1,5 +1,6 @@
 """Certificate maths for the webhook's builtin TLS mode (``--tls-secret``): a CA, a serving
-certificate it signs, and when to renew either. Pure: the ``cryptography`` package only, no
+certificate it signs, and when to renew either; and the checks ``mipart.cluster.tls`` makes
+of any pair it is asked to serve. Pure: the ``cryptography`` package only, no
 Kubernetes, no I/O; the time is always passed in. ``mipart.webhook.certificates`` keeps the
 result in a Secret and publishes the CA (docs/webhook-certificates.md).
 

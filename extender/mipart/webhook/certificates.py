@@ -5,7 +5,7 @@ renews both before they expire. No cert-manager, nothing done by hand
 
 Every replica runs the same round (``check``), at start-up and then every minute:
 
-1. read the Secret; absent -> make a CA and a serving certificate (mipart.webhook.pki) and
+1. read the Secret; absent -> make a CA and a serving certificate (mipart.cluster.pki) and
    create it. Replicas that start together race: the losers' create answers 409
    AlreadyExists and they use the winner's;
 2. renew what is due (``pki.next_step``) by updating the Secret with the resourceVersion it
@@ -31,9 +31,9 @@ from typing import Any
 
 import structlog
 
+from mipart.cluster import pki
+from mipart.cluster.tls import ServingTls
 from mipart.kube.api import KubeApi, KubeError
-from mipart.webhook import pki
-from mipart.webhook.tls import ServingTls
 
 log = structlog.get_logger("mipart.webhook.certificates")
 

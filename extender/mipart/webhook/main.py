@@ -19,14 +19,14 @@ from pathlib import Path
 
 import structlog
 
+from mipart.cluster import pki
 from mipart.cluster.http import JsonServer
+from mipart.cluster.tls import FILE_CHECK_S, FileCertificates, Poll, ServingTls
 from mipart.kube.api import KubeApi
 from mipart.runtime import logs
 from mipart.runtime.signals import on_stop
-from mipart.webhook import pki
 from mipart.webhook.certificates import BuiltinCertificates
 from mipart.webhook.mutate import Webhook
-from mipart.webhook.tls import FILE_CHECK_S, FileCertificates, Poll, ServingTls
 
 log = structlog.get_logger("mipart.webhook")
 

@@ -1,5 +1,5 @@
-"""The webhook's certificates: the maths of the builtin mode (mipart.webhook.pki), the pair
-that serves new TLS connections and its reload from files (mipart.webhook.tls), the Secret
+"""The webhook's certificates: the maths of the builtin mode (mipart.cluster.pki), the pair
+that serves new TLS connections and its reload from files (mipart.cluster.tls), the Secret
 and caBundle rounds against an in-memory API (mipart.webhook.certificates), and the flags."""
 
 from __future__ import annotations
@@ -20,13 +20,13 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
+from mipart.cluster import pki
 from mipart.cluster.http import JsonServer, Limits
+from mipart.cluster.tls import FileCertificates, Poll, ServingTls
 from mipart.kube.api import KubeError
 from mipart.runtime import logs
 from mipart.webhook import main as webhook_main
-from mipart.webhook import pki
 from mipart.webhook.certificates import RENEW_ANNOTATION, BuiltinCertificates
-from mipart.webhook.tls import FileCertificates, Poll, ServingTls
 
 NOW = dt.datetime(2030, 1, 1, tzinfo=dt.UTC)
 DNS = "mipart-webhook.mipart-system.svc"
