@@ -238,8 +238,7 @@ def start_reference_extender(plane: ControlPlane, binary: Path) -> Process:
     token = plane.service_account_kubeconfig("mipart-system", "mipart-scheduler")
     argv = [
         str(binary),
-        "--listen",
-        f"127.0.0.1:{plane.extender_port}",
+        *plane.extender.extender_flags(),
         "--kubeconfig",
         str(token),
         "--scheduler-name",
@@ -251,7 +250,7 @@ def start_reference_extender(plane: ControlPlane, binary: Path) -> Process:
 
 
 def extender_allocations(plane: ControlPlane) -> int:
-    url = f"http://127.0.0.1:{plane.extender_port}/debug/allocations"
+    url = plane.extender.status_url("/debug/allocations")
     with urllib.request.urlopen(url, timeout=10) as reply:
         return len(orjson.loads(reply.read()))
 
@@ -259,7 +258,7 @@ def extender_allocations(plane: ControlPlane) -> int:
 def bind_conflicts(plane: ControlPlane) -> int:
     """Binds the extender refused because the room filter saw was taken by then (the
     scheduler retries those pods after a back-off)."""
-    url = f"http://127.0.0.1:{plane.extender_port}/metrics"
+    url = plane.extender.status_url("/metrics")
     with urllib.request.urlopen(url, timeout=10) as reply:
         text = reply.read().decode()
     return sum(
@@ -510,8 +509,12 @@ def create_namespace(api: KubeApi) -> None:
 def benchmark(args: argparse.Namespace) -> list[Run]:
     # Built before the cluster starts: a first build takes a minute of the machine's CPUs.
     reference = None if args.no_reference else build_reference_extender()
+    # Plain HTTP between scheduler and extender: the reference extender speaks no TLS, and
+    # both extenders are measured over the same kind of connection.
     plane = ControlPlane(
-        STATE_DIR, scheduler_config=None if args.manifest_client_limits else lift_client_limits
+        STATE_DIR,
+        scheduler_config=None if args.manifest_client_limits else lift_client_limits,
+        extender_tls=False,
     )
     extender: Process | None = None
     heartbeat: Heartbeat | None = None

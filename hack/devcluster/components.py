@@ -26,8 +26,10 @@ class Ports:
     scheduler: int
     mipart_scheduler: int
     kwok: int
-    # Where mipart's kube-scheduler looks for its extender (the test starts one there).
+    # Where mipart's kube-scheduler looks for its extender (the test starts one there), and
+    # where that extender serves its probes and metrics.
     extender: int
+    extender_status: int
 
 
 def etcd(binaries: Binaries, ports: Ports, data_dir: Path) -> list[str]:

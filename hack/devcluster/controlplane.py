@@ -25,6 +25,7 @@ import yaml
 
 from hack.devcluster import chart, components, credentials, kube, kubeconfig, kwok, pki, readiness
 from hack.devcluster.binaries import Binaries, ensure_built
+from hack.devcluster.extender_link import ExtenderLink
 from hack.devcluster.procs import Process, StartupError, free_ports, tail, wait_until
 
 # The identity mipart's scheduler runs as, granted by the chart's rbac-scheduler.yaml.
@@ -61,6 +62,8 @@ class ClusterInfo:
     started_at: float = 0.0
     startup_seconds: float = 0.0
     extender_port: int = 0
+    extender_status_port: int = 0
+    extender_tls: bool = True
 
 
 class ControlPlane:
@@ -70,9 +73,14 @@ class ControlPlane:
         self,
         state_dir: Path,
         scheduler_config: Callable[[dict[str, Any]], None] | None = None,
+        *,
+        extender_tls: bool = True,
     ) -> None:
         """scheduler_config, if given, edits the chart's scheduler configuration before
-        mipart's kube-scheduler starts with it (a benchmark lifts its client rate limit)."""
+        mipart's kube-scheduler starts with it (a benchmark lifts its client rate limit).
+        extender_tls: the scheduler calls its extender over HTTPS with a client certificate
+        (hack/devcluster/extender_link.py); a benchmark's plain reference extender turns it off."""
+        self._extender_tls = extender_tls
         self.state_dir = state_dir.resolve()
         self._edit_scheduler_config = scheduler_config
         self.log_dir = self.state_dir / "logs"
@@ -142,6 +150,18 @@ class ControlPlane:
     def extender_port(self) -> int:
         """The loopback port mipart's kube-scheduler calls its extender on."""
         return self._info().extender_port
+
+    @property
+    def extender(self) -> ExtenderLink:
+        """How the scheduler calls its extender, and how a test does (ports, TLS)."""
+        info = self._info()
+        return ExtenderLink(
+            port=info.extender_port,
+            status_port=info.extender_status_port,
+            tls=info.extender_tls,
+            pki_dir=self.state_dir / "pki",
+            cluster_ca=self._ca().cert,
+        )
 
     @property
     def ca_cert(self) -> Path:
@@ -220,6 +240,8 @@ class ControlPlane:
             bin_dir=str(binaries.bin_dir),
             started_at=time.time(),
             extender_port=ports.extender,
+            extender_status_port=ports.extender_status,
+            extender_tls=self._extender_tls,
         )
 
         def run(name: str, argv: list[str]) -> Process:
@@ -298,8 +320,10 @@ class ControlPlane:
         sa_kubeconfig = self.service_account_kubeconfig(namespace, SCHEDULER_SERVICE_ACCOUNT, api)
         # The chart's configuration with this cluster's kubeconfig and extender port.
         config["clientConnection"]["kubeconfig"] = str(sa_kubeconfig)
+        link = self.extender
+        link.create_certificates(self._ca())
         for extender in config.get("extenders", []):
-            extender["urlPrefix"] = f"http://127.0.0.1:{ports.extender}"
+            link.configure_scheduler(extender)
         config_copy = self.state_dir / "scheduler-config.yaml"
         config_copy.write_text(yaml.safe_dump(config, sort_keys=False))
         run(

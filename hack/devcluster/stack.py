@@ -28,13 +28,12 @@ EXTENDER_STALE_AFTER_S = 30
 
 
 def mipart_extender_argv(plane: ControlPlane, kubeconfig: Path) -> list[str]:
-    """mipart-extender on the port the scheduler's configuration names."""
+    """mipart-extender where the scheduler's configuration says, as it says."""
     return [
         sys.executable,
         "-m",
         "mipart.scheduler_extender.main",
-        "--listen",
-        f"127.0.0.1:{plane.extender_port}",
+        *plane.extender.extender_flags(),
         "--kubeconfig",
         str(kubeconfig),
         "--log-format",
@@ -47,11 +46,11 @@ def mipart_extender_argv(plane: ControlPlane, kubeconfig: Path) -> list[str]:
 def start_extender_process(
     plane: ControlPlane, name: str, argv: list[str], log: Path, *, detach: bool = False
 ) -> Process:
-    """Start an extender (argv) and wait until it answers /readyz on the extender port."""
+    """Start an extender (argv) and wait until it answers /readyz on its status port."""
     extender = Process.start(name, argv, log, detach=detach)
     wait_until(
         f"{name} to serve",
-        lambda: http_ok(f"http://127.0.0.1:{plane.extender_port}/readyz"),
+        lambda: http_ok(plane.extender.status_url("/readyz")),
         timeout=60,
         process=extender,
     )

@@ -195,7 +195,7 @@ def test_two_hundred_pods_with_the_extender_killed_twice(
 
     # The restarted extender sees exactly what the API holds.
     with urllib.request.urlopen(
-        f"http://127.0.0.1:{control_plane.extender_port}/debug/allocations", timeout=10
+        control_plane.extender.status_url("/debug/allocations"), timeout=10
     ) as reply:
         view = json.loads(reply.read())
     from_api = {

@@ -5,19 +5,25 @@ from __future__ import annotations
 import http.client
 import json
 import socket
+import ssl
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from hack.devcluster import kube, pki, readiness
 from hack.devcluster.controlplane import ControlPlane
+from hack.devcluster.extender_link import ExtenderLink
 from hack.devcluster.procs import Process, free_ports, wait_until
 from hack.devcluster.readiness import http_ok
 from hack.devcluster.stack import Stack
+from mipart.contract.annotations import ALLOCATION
+from mipart.contract.resources import PARTITION_RESOURCE
 
 pytestmark = pytest.mark.integration
 
@@ -110,7 +116,7 @@ def test_fuzzed_bodies_never_get_a_5xx_or_crash(
     payload = json.dumps(body).encode()
     if raw:  # not even JSON
         payload = payload[: len(payload) // 2] + b"\x00{"
-    connection = http.client.HTTPConnection("127.0.0.1", control_plane.extender_port, timeout=10)
+    connection = control_plane.extender.connection()
     connection.request("POST", verb, payload, {"Content-Type": "application/json"})
     reply = connection.getresponse()
     text = reply.read().decode()
@@ -138,7 +144,7 @@ POD = {"metadata": {"name": "p", "uid": "u", "annotations": {"mipart.io/memory":
 def test_bad_extender_args_get_a_400_that_names_the_field(
     extender: Stack, control_plane: ControlPlane, verb: str, body: Any, message: str
 ) -> None:
-    status, answer = post_json(control_plane.extender_port, verb, body)
+    status, answer = post_json(control_plane.extender, verb, body)
     assert status == 400
     assert message in answer["Error"]
 
@@ -155,13 +161,13 @@ def test_bad_extender_args_get_a_400_that_names_the_field(
 def test_bad_preemption_args_get_a_400_that_names_the_field(
     extender: Stack, control_plane: ControlPlane, body: Any, message: str
 ) -> None:
-    status, answer = post_json(control_plane.extender_port, "/preempt", body)
+    status, answer = post_json(control_plane.extender, "/preempt", body)
     assert status == 400
     assert message in answer["Error"]
 
 
-def post_json(port: int, verb: str, body: Any) -> tuple[int, Any]:
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+def post_json(link: ExtenderLink, verb: str, body: Any) -> tuple[int, Any]:
+    connection = link.connection()
     connection.request("POST", verb, json.dumps(body), {"Content-Type": "application/json"})
     reply = connection.getresponse()
     answer = json.loads(reply.read())
@@ -212,13 +218,13 @@ def test_a_standby_refuses_until_its_scheduler_leads(
         assert answer["NodeNames"] == []
         assert "is a standby" in answer["Error"]
         # The leader's own extender serves.
-        assert http_ok(f"http://127.0.0.1:{control_plane.extender_port}/readyz")
+        assert http_ok(control_plane.extender.status_url("/readyz"))
     finally:
         standby.stop()
 
 
-def call(port: int, verb: str, body: dict[str, Any]) -> Any:
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+def call(link: ExtenderLink, verb: str, body: dict[str, Any]) -> Any:
+    connection = link.connection()
     connection.request("POST", verb, json.dumps(body), {"Content-Type": "application/json"})
     reply = connection.getresponse()
     assert reply.status == 200
@@ -231,12 +237,12 @@ def test_filter_tells_which_rejections_eviction_could_change(
     """kube-scheduler tries preemption only on FailedNodes, never on
     FailedAndUnresolvableNodes: a node without GPUs there, a full CPX node here."""
     gpu_node, other = control_plane.node_names[0], "not-a-gpu-node"
-    port = control_plane.extender_port
+    link = control_plane.extender
 
     def ask(verb: str, memory: str, names: list[str], **more: str) -> Any:
         annotations = {"mipart.io/memory": memory} | {f"mipart.io/{k}": v for k, v in more.items()}
         pod = {"metadata": {"name": "p", "uid": "u", "annotations": annotations}}
-        return call(port, verb, {"Pod": pod, "NodeNames": names, "Nodes": None})
+        return call(link, verb, {"Pod": pod, "NodeNames": names, "Nodes": None})
 
     fits = ask("/filter", "8Gi", [gpu_node, other])
     assert fits["NodeNames"] == [gpu_node]
@@ -250,3 +256,88 @@ def test_filter_tells_which_rejections_eviction_could_change(
     assert no_dpx["NodeNames"] == []
     assert no_dpx["FailedNodes"] == {gpu_node: "no usable DPX partition"}
     assert set(no_dpx["FailedAndUnresolvableNodes"]) == {other}
+
+
+# -- only kube-scheduler reaches the verbs -------------------------------------------------
+
+
+def bind_as(context: ssl.SSLContext | None, link: ExtenderLink, body: dict[str, Any]) -> bytes:
+    """POST /bind to the verbs port with this TLS identity (None: plain HTTP); what came back
+    before the server closed, or b"" when the TLS handshake was refused."""
+    payload = json.dumps(body).encode()
+    request = (
+        f"POST /bind HTTP/1.1\r\nHost: x\r\nContent-Length: {len(payload)}\r\n"
+        "Connection: close\r\n\r\n"
+    ).encode() + payload
+    received = b""
+    try:
+        with socket.create_connection(("127.0.0.1", link.port), timeout=10) as raw:
+            conn = raw if context is None else context.wrap_socket(raw, server_hostname="127.0.0.1")
+            conn.sendall(request)
+            while chunk := conn.recv(65536):
+                received += chunk
+    except (ssl.SSLError, ConnectionError):
+        pass  # in TLS 1.3 the refusal reaches the client when it reads
+    return received
+
+
+def test_only_the_scheduler_certificate_reaches_the_verbs(
+    extender: Stack, control_plane: ControlPlane, api: Any, namespace: str
+) -> None:
+    """kube-scheduler calls the extender over HTTPS with a client certificate from a CA of
+    its own (the running scheduler's configuration says so, and it binds a pod through it);
+    plain HTTP, no certificate, and a certificate the cluster CA signed for a cluster
+    administrator all get nothing, and the pod they try to bind stays unbound."""
+    link = control_plane.extender
+    assert link.tls
+    config = yaml.safe_load((control_plane.state_dir / "scheduler-config.yaml").read_text())
+    (entry,) = config["extenders"]
+    assert entry["urlPrefix"] == f"https://127.0.0.1:{link.port}"
+    assert entry["tlsConfig"]["certFile"] == str(link.scheduler.cert)
+
+    core = kube.core(api)
+    target = {
+        "metadata": {"name": "target", "annotations": {"mipart.io/memory": "8Gi"}},
+        # A scheduler no one runs: only the callers below could bind it.
+        "spec": {
+            "schedulerName": "no-such-scheduler",
+            "containers": [{"name": "vllm", "image": "vllm/vllm-openai"}],
+        },
+    }
+    uid = core.create_namespaced_pod(namespace, target).metadata.uid
+    body = {"PodName": "target", "PodNamespace": namespace, "PodUID": uid}
+    body["Node"] = control_plane.node_names[0]
+    trusting = ssl.create_default_context(cafile=str(link.cluster_ca))
+    admin = readiness.client_tls(
+        link.cluster_ca,
+        pki.KeyPair(*(link.pki_dir / f"kubernetes-admin.{e}" for e in ("crt", "key"))),
+    )
+    for name, context in (("plain HTTP", None), ("no certificate", trusting), ("admin", admin)):
+        answer = bind_as(context, link, body)
+        assert b"HTTP/1.1" not in answer, f"{name}: {answer[:200]!r}"
+    assert core.read_namespaced_pod("target", namespace).spec.node_name is None
+
+    # The scheduler itself, through the same port: a pod as the webhook leaves it is bound,
+    # with its allocation.
+    placed = {
+        "metadata": {"name": "placed", "annotations": {"mipart.io/memory": "8Gi"}},
+        "spec": {
+            "schedulerName": "mipart-scheduler",
+            "containers": [
+                {
+                    "name": "vllm",
+                    "image": "vllm/vllm-openai",
+                    "resources": {"limits": {PARTITION_RESOURCE: "1"}},
+                }
+            ],
+        },
+    }
+    core.create_namespaced_pod(namespace, placed)
+
+    def bound() -> bool:
+        pod = core.read_namespaced_pod("placed", namespace)
+        return bool(pod.spec.node_name) and ALLOCATION in (pod.metadata.annotations or {})
+
+    wait_until("the scheduler to bind through the TLS extender", bound, timeout=60)
+    # Probes and metrics stay on the plain status port, which needs no certificate.
+    assert http_ok(link.status_url("/readyz"))

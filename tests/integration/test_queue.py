@@ -194,11 +194,11 @@ def _preempt(control_plane: ControlPlane, node: str, qos: str, uids: list[str]) 
         },
     }
     request = urllib.request.Request(
-        f"http://127.0.0.1:{control_plane.extender_port}/preempt",
+        control_plane.extender.url("/preempt"),
         data=json.dumps(body).encode(),
         headers={"Content-Type": "application/json"},
     )
-    with urllib.request.urlopen(request) as response:
+    with urllib.request.urlopen(request, context=control_plane.extender.ssl_context()) as response:
         answer: dict[str, Any] = json.loads(response.read())["NodeNameToMetaVictims"]
     return answer
 

@@ -16,6 +16,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from mipart.cluster.http import JsonServer
 from mipart.cluster.reporter import EventReporter
+from mipart.cluster.tls import FILE_CHECK_S, FileCertificates, Poll, ServingTls
 from mipart.cluster.view import ClusterState
 from mipart.contract.resources import EXTENDER_COMPONENT
 from mipart.kube.api import KubeApi
@@ -59,6 +60,29 @@ def build_parser() -> argparse.ArgumentParser:
         help="our kube-scheduler's host name (its pod's name): its lease identity is this, '_' "
         "and a UUID",
     )
+    tls = p.add_argument_group(
+        "TLS with client certificates",
+        "Serve the verbs over HTTPS and answer only callers whose certificate --client-ca "
+        "signed: kube-scheduler's extender tlsConfig (certFile, keyFile). Use a CA that signs "
+        "nothing but that certificate. The files are read again when they change (a Secret "
+        "volume); the three go together, and need --status-listen.",
+    )
+    tls.add_argument("--tls-cert", type=Path, help="the serving certificate (PEM)")
+    tls.add_argument("--tls-key", type=Path, help="its key (PEM)")
+    tls.add_argument("--client-ca", type=Path, help="the CA of the callers' certificates (PEM)")
+    tls.add_argument(
+        "--tls-check-interval",
+        type=float,
+        default=FILE_CHECK_S,
+        help="seconds between looks at the three files",
+    )
+    p.add_argument(
+        "--status-listen",
+        metavar="HOST:PORT",
+        help="serve /healthz, /readyz, /metrics and /debug/allocations here, over plain HTTP, "
+        "and only the verbs on --listen (default: everything on --listen). Required with "
+        "--tls-cert: the kubelet's probes and Prometheus present no client certificate",
+    )
     p.add_argument(
         "--stale-after",
         type=float,
@@ -69,10 +93,60 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _check_flags(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    given = [f for f in ("tls_cert", "tls_key", "client_ca") if getattr(args, f) is not None]
+    if given and len(given) < 3:
+        p.error(
+            "--tls-cert, --tls-key and --client-ca go together (given: "
+            + ", ".join("--" + f.replace("_", "-") for f in given)
+            + "): TLS without client certificates would still let any caller bind pods"
+        )
+    if given and args.status_listen is None:
+        p.error(
+            "--status-listen: required with --tls-cert (the kubelet's probes and Prometheus "
+            "present no client certificate)"
+        )
+    for flag in ("listen", "status_listen"):
+        value = getattr(args, flag)
+        if value is not None and not value.rpartition(":")[2].isdigit():
+            p.error(f"--{flag.replace('_', '-')}: {value!r} is not host:port")
+    if args.tls_check_interval <= 0:
+        p.error("--tls-check-interval: more than 0 seconds")
+
+
+def _serving_tls(args: argparse.Namespace) -> tuple[ServingTls, Poll] | None:
+    """The TLS the verbs are served with, loaded from the files, and the poll that reloads
+    them; None without --tls-cert. Exits 2 when the files do not load at start."""
+    if args.tls_cert is None:
+        return None
+    serving = ServingTls(require_client_certificate=True)
+    files = FileCertificates(args.tls_cert, args.tls_key, serving, args.client_ca)
+    if not files.check():
+        print(
+            f"mipart-extender: cannot load --tls-cert/--tls-key/--client-ca ({args.tls_cert}, "
+            f"{args.tls_key}, {args.client_ca}): {serving.last_error or 'see the log line above'}",
+            file=sys.stderr,
+        )
+        raise SystemExit(2)
+    return serving, Poll("tls-files", args.tls_check_interval, files.check)
+
+
+def _server(address: str, tls: ServingTls | None, metrics: ExtenderMetrics) -> JsonServer:
+    host, _, port = address.rpartition(":")
+    return JsonServer(
+        host or "127.0.0.1",
+        int(port),
+        tls=tls.context if tls is not None else None,
+        on_drop=lambda reason: metrics.dropped.labels(reason).inc(),
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _check_flags(parser, args)
     logs.configure_from(args)
-    host, _, port = args.listen.rpartition(":")
+    tls = _serving_tls(args)
     api = KubeApi.connect(args.kubeconfig)
     metrics = ExtenderMetrics()
     cluster = ClusterState(api, scheduler_name=args.scheduler_name, stale_after_s=args.stale_after)
@@ -86,11 +160,8 @@ def main(argv: list[str] | None = None) -> int:
         serving=leadership.refusal,
         report_unschedulable=lambda pod, msg: events.warn(pod, "NoPartitionFits", msg),
     )
-    server = JsonServer(
-        host or "127.0.0.1",
-        int(port),
-        on_drop=lambda reason: metrics.dropped.labels(reason).inc(),
-    )
+    server = _server(args.listen, tls[0] if tls else None, metrics)
+    status = server if args.status_listen is None else _server(args.status_listen, None, metrics)
     # kube-scheduler waits on these inside its scheduling loop; bind and preempt call the API
     # server or walk victims, and run on the route threads.
     server.inline_routes.update({"/filter", "/prioritize"})
@@ -131,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
         }
         return 200, "application/json", orjson.dumps(body)
 
-    server.get_routes.update(
+    status.get_routes.update(
         {
             "/healthz": healthz,
             "/readyz": readyz,
@@ -139,18 +210,30 @@ def main(argv: list[str] | None = None) -> int:
             "/debug/allocations": allocations_page,
         }
     )
-    server.loopback_only.add("/debug/allocations")
+    status.loopback_only.add("/debug/allocations")
     cluster.start()
     threading.Thread(target=_freeze_after_sync, args=(cluster,), daemon=True).start()
     server.start()
+    if status is not server:
+        status.start()
+    if tls is not None:
+        tls[1].start()
     log.info(
         "extender.serving",
-        listen=f"{host}:{server.port}",
+        listen=args.listen,
+        status=args.status_listen,
+        tls=None
+        if tls is None
+        else {"certificate": tls[0].serial, "client_ca": str(args.client_ca)},
         lease=lease,
         identity=args.identity_prefix,
     )
     wait_for_stop()
+    if tls is not None:
+        tls[1].stop()
     server.stop()
+    if status is not server:
+        status.stop()
     cluster.stop()
     return 0
 

@@ -90,6 +90,7 @@ func (a *allocations) list() []map[string]string {
 
 func main() {
 	listen := flag.String("listen", "127.0.0.1:8888", "address to serve the verbs on")
+	statusListen := flag.String("status-listen", "", "a second address that serves the same, as mipart-extender's status port")
 	kubeconfig := flag.String("kubeconfig", "", "kubeconfig of the scheduler's service account")
 	schedulerName := flag.String("scheduler-name", "mipart-scheduler", "whose pods to watch")
 	flag.Parse()
@@ -176,6 +177,9 @@ func main() {
 	http.HandleFunc("/metrics", func(w http.ResponseWriter, _ *http.Request) {})
 	http.HandleFunc("/debug/allocations", func(w http.ResponseWriter, _ *http.Request) { reply(w, held.list()) })
 	log.Printf("serving on %s", *listen)
+	if *statusListen != "" {
+		go func() { log.Fatal(http.ListenAndServe(*statusListen, nil)) }()
+	}
 	log.Fatal(http.ListenAndServe(*listen, nil))
 }
 
