@@ -37,6 +37,12 @@ pytestmark = pytest.mark.integration
 COMBINATIONS: dict[str, dict[str, Any]] = {
     "default": {},
     "existing-scheduler": {"scheduler": {"mode": "existing"}},
+    "existing-scheduler-tls": {
+        "scheduler": {
+            "mode": "existing",
+            "existing": {"tls": {"secretName": "mipart-extender-tls"}},
+        }
+    },
     "cert-manager": {"tls": {"mode": "cert-manager"}},
     "builtin-tls": {"tls": {"mode": "builtin"}},
     "layouts": {
@@ -130,6 +136,28 @@ def test_each_mode_renders_what_it_says(tmp_path: Path) -> None:
     assert "--scheduler-lease=kube-system/kube-scheduler" in container["command"]
     # The cluster's scheduler identifies as its host name: the extender must not override it.
     assert "env" not in container
+    assert not any(flag.startswith("--tls-") for flag in container["command"])
+
+    # With a Secret, only kube-scheduler's client certificate reaches the verbs; the probes
+    # move to the plain status port, and the snippet tells kube-scheduler to use HTTPS.
+    tls = chart.render(COMBINATIONS["existing-scheduler-tls"])
+    extender = by_kind(tls, "DaemonSet", "mipart-extender")["spec"]["template"]["spec"]
+    (container,) = extender["containers"]
+    assert {
+        "--tls-cert=/etc/mipart/tls/tls.crt",
+        "--tls-key=/etc/mipart/tls/tls.key",
+        "--client-ca=/etc/mipart/tls/ca.crt",
+        "--status-listen=127.0.0.1:8889",
+    } <= set(container["command"])
+    assert container["livenessProbe"]["httpGet"]["port"] == 8889
+    assert extender["volumes"] == [
+        {"name": "tls", "secret": {"secretName": "mipart-extender-tls", "defaultMode": 0o440}}
+    ]
+    snippet = by_kind(tls, "ConfigMap", "mipart-scheduler-snippet")["data"]
+    (entry,) = yaml.safe_load(snippet["extenders.yaml"])
+    assert entry["urlPrefix"] == "https://127.0.0.1:8888"
+    assert entry["enableHTTPS"] is True
+    assert set(entry["tlsConfig"]) == {"certFile", "keyFile", "caFile"}
 
 
 def test_auto_modes_follow_the_clusters_apis() -> None:
