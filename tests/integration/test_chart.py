@@ -302,8 +302,8 @@ def test_the_daemonset_mounts_what_the_device_plugin_needs() -> None:
 
 
 def test_moved_host_directories_are_mounted_where_the_daemon_names_them() -> None:
-    """The CDI spec of each partition names the launcher socket as the daemon sees it, and the
-    runtime mounts that path from the host: the socket directory must be the same path on both
+    """The CDI spec of each partition names its pod's launcher socket directory as the daemon
+    sees it, and the runtime mounts that path from the host: the socket directory must be the same path on both
     sides. The device-plugin directory does not follow kubeletDir (the kubelet fixes it)."""
     values = {"daemon": {"socketDir": "/run/gpu/mipart", "kubeletDir": "/data/kubelet"}}
     daemonset = by_kind(chart.render(values), "DaemonSet", "mipart-daemon")
@@ -313,7 +313,7 @@ def test_moved_host_directories_are_mounted_where_the_daemon_names_them() -> Non
     mounted = {m["mountPath"]: host.get(m["name"]) for m in container["volumeMounts"]}
 
     assert mounted["/run/gpu/mipart"] == "/run/gpu/mipart"
-    assert "--launcher-socket=/run/gpu/mipart/launcher/startup.sock" in container["command"]
+    assert "--launcher-dir=/run/gpu/mipart/launcher" in container["command"]
     assert "--socket=/run/gpu/mipart/node.sock" in container["command"]
     assert mounted["/var/lib/kubelet/pod-resources"] == "/data/kubelet/pod-resources"
     assert mounted["/var/lib/kubelet/device-plugins"] == "/var/lib/kubelet/device-plugins"

@@ -106,7 +106,7 @@ def plugged_node(
         "--device-plugin-dir", str(real_node.device_plugin_dir),
         "--pod-resources-socket", str(real_node.pod_resources_socket),
         "--cdi-dir", str(real_node.cdi_dir),
-        "--launcher-socket", str(tmp_path / "launcher" / "startup.sock"),
+        "--launcher-dir", str(tmp_path / "launcher"),
         "--kubeconfig", str(token),
         "--node-name", real_node.name,
         "--heartbeat", "60",

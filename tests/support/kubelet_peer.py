@@ -42,6 +42,7 @@ class Container:
     # The container edits the runtime would apply, merged over its CDI devices.
     device_nodes: list[str] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
+    mounts: dict[str, str] = field(default_factory=dict)  # container path -> host path
 
 
 @dataclass
@@ -205,6 +206,8 @@ class KubeletPeer:
             for entry in edits.get("env", []):
                 key, _, value = entry.partition("=")
                 container.env[key] = value
+            for mount in edits.get("mounts", []):
+                container.mounts[mount["containerPath"]] = mount["hostPath"]
 
     def pre_start(self, devices: list[str]) -> None:
         try:
@@ -259,7 +262,7 @@ def resolve_cdi(cdi_dir: Path, qualified: str) -> dict[str, Any]:
             if entry.get("name") == device:
                 merged = {
                     key: edits.get(key, []) + entry["containerEdits"].get(key, [])
-                    for key in ("deviceNodes", "env")
+                    for key in ("deviceNodes", "env", "mounts")
                 }
                 found.append(merged)
     if len(found) != 1:

@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import grpc
 import structlog
 from prometheus_client import start_http_server
 
@@ -28,12 +27,13 @@ if TYPE_CHECKING:
     from mipart.geometry import NodeInventory
 from mipart.agent.metrics import DaemonMetrics
 from mipart.agent.partitions.store import StateFileError, StateStore
-from mipart.agent.server.transport import ConfigError, TlsFiles, serve, serve_startup
+from mipart.agent.server.startup_sockets import StartupSockets
+from mipart.agent.server.transport import ConfigError, TlsFiles, serve
 from mipart.sizing import LimitAction, read_pod_memory
 
 DEFAULT_SOCKET = "/run/mipart/node.sock"
 Layouts = tuple["LayoutRule", ...]
-DEFAULT_LAUNCHER_SOCKET = Path("/run/mipart/launcher/startup.sock")
+DEFAULT_LAUNCHER_DIR = Path("/run/mipart/launcher")
 log = structlog.get_logger("mipart.agent")
 
 
@@ -115,11 +115,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="where the device plugin writes the CDI spec of each slot",
     )
     p.add_argument(
-        "--launcher-socket",
+        "--launcher-dir",
         type=Path,
-        help="serve the start-up lock of mipart-vllm launchers on this unix socket, mounted "
-        f"into containers that hold a partition (in a cluster: {DEFAULT_LAUNCHER_SOCKET} "
-        "without this flag)",
+        help="serve the start-up lock of mipart-vllm launchers here: one socket per pod that "
+        "holds partitions, each mounted into that pod's container alone (in a cluster: "
+        f"{DEFAULT_LAUNCHER_DIR} without this flag)",
     )
     p.add_argument(
         "--memory-limit-action",
@@ -202,10 +202,10 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         print(f"mipart-daemon: {err}", file=sys.stderr)
         return 2
-    launcher_socket = args.launcher_socket
-    if launcher_socket is None and "KUBERNETES_SERVICE_HOST" in os.environ:
-        launcher_socket = DEFAULT_LAUNCHER_SOCKET
-    startup = None if launcher_socket is None else _startup_server(manager, launcher_socket)
+    launcher_dir = args.launcher_dir
+    if launcher_dir is None and "KUBERNETES_SERVICE_HOST" in os.environ:
+        launcher_dir = DEFAULT_LAUNCHER_DIR
+    launchers = None if launcher_dir is None else StartupSockets(launcher_dir)
     if args.metrics_address != "off":
         host, _, port = args.metrics_address.rpartition(":")
         start_http_server(int(port), addr=host or "127.0.0.1", registry=metrics.registry)
@@ -216,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
         service.set_pods_provider(_pods_provider(publisher, args.proc_root))
         publisher.start()
     manager.start()
-    plugin = _device_plugin(args, manager, publisher, launcher_socket)
+    plugin = _device_plugin(args, manager, publisher, launchers)
     monitor = None if publisher is None else _memory_monitor(args, manager, publisher, metrics)
     inventory = manager.status().inventory
     log.info(
@@ -230,8 +230,8 @@ def main(argv: list[str] | None = None) -> int:
     log.info("daemon.stopping")
     health.enter_graceful_shutdown()
     server.stop(grace=5).wait()
-    if startup is not None:
-        startup.stop(grace=1).wait()
+    if launchers is not None:
+        launchers.close()
     # The device plugin and the monitor read the publisher's pod cache: stop them first.
     for part in (plugin, monitor, publisher):
         if part is not None:
@@ -239,21 +239,6 @@ def main(argv: list[str] | None = None) -> int:
     manager.stop()
     hardware.close()
     return 0
-
-
-def _startup_server(manager: PartitionManager, path: Path) -> grpc.Server:
-    from mipart.agent.server.startup_lock import StartupLocks  # noqa: PLC0415
-    from mipart.agent.server.startup_service import StartupService  # noqa: PLC0415
-
-    def pools() -> frozenset[str]:
-        inventory = manager.status().inventory
-        if inventory is None:
-            return frozenset()
-        return frozenset(p.geometry.memory_pool for gpu in inventory.gpus for p in gpu.partitions)
-
-    server = serve_startup(StartupService(StartupLocks(), pools), path)
-    log.info("startup_lock.serving", socket=str(path))
-    return server
 
 
 def _configuration(args: argparse.Namespace) -> tuple[TlsFiles | None, Layouts] | str:
@@ -355,7 +340,7 @@ def _device_plugin(
     args: argparse.Namespace,
     manager: PartitionManager,
     publisher: GpuNodePublisher | None,
-    launcher_socket: Path | None,
+    launchers: StartupSockets | None,
 ) -> DevicePlugin | None:
     """Serve the kubelet device plugin when given its directory or running in a cluster.
 
@@ -384,7 +369,7 @@ def _device_plugin(
         plugin_dir=plugin_dir,
         pod_resources_socket=args.pod_resources_socket,
         cdi_dir=args.cdi_dir,
-        launcher_socket=launcher_socket,
+        launchers=launchers,
     )
     plugin.start()
     log.info("deviceplugin.started", dir=str(plugin_dir), cdi_dir=str(args.cdi_dir))

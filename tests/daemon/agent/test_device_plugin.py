@@ -54,6 +54,8 @@ def start_with_peer(node: Node, root: Path, *extra: str) -> KubeletPeer:
         str(peer.pod_resources_socket),
         "--cdi-dir",
         str(peer.cdi_dir),
+        "--launcher-dir",
+        str(root / "launcher"),
         *extra,
     ]
     node.start()

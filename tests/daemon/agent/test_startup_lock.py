@@ -1,25 +1,31 @@
 """The node's start-up lock: launchers on one memory pool start vLLM one after the other.
 
-A real daemon serves StartupService on its launcher socket; real mipart-vllm processes take
-the lock through it and exec a stand-in for ``vllm serve`` (tests/daemon/launcher/fake_vllm.py: no
+The daemon's per-pod sockets (StartupSockets: the real gRPC servers, here in the test's
+process) serve StartupService; real mipart-vllm processes take the lock through their pod's
+socket and exec a stand-in for ``vllm serve`` (tests/daemon/launcher/fake_vllm.py: no
 GPU here), which records when it started and when it answered /health.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
 
-from hack.devcluster.node import Node, free_port
+from hack.devcluster.node import free_port
 from mipart.agent.server.startup_lock import StartupLocks
+from mipart.agent.server.startup_sockets import StartupSockets
 from mipart.api.v1 import node_pb2, node_pb2_grpc
 
 pytestmark = pytest.mark.integration
@@ -62,41 +68,130 @@ def test_a_waiter_wakes_when_the_holder_releases() -> None:
     assert time.monotonic() - started < 2
 
 
+class Pods:
+    """The daemon's per-pod start-up lock sockets (StartupSockets, the real gRPC servers), in
+    this process: what the device plugin opens for each pod whose container starts."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.sockets = StartupSockets(root)
+
+    def open(self, pod: str, *pools: str) -> Path:
+        return self.sockets.open(f"tests_{pod}", f"tests/{pod}", frozenset(pools))
+
+    def restart(self, served: dict[str, tuple[str, ...]]) -> None:
+        """As a daemon restart: every server goes, a new one serves the same directories."""
+        self.sockets.close()
+        self.sockets = StartupSockets(self.root)
+        for pod, pools in served.items():
+            self.open(pod, *pools)
+
+
 @pytest.fixture
-def lock_node(stopped_node: Node) -> Node:
-    stopped_node.start("--launcher-socket", str(stopped_node.tmp / "launcher" / "startup.sock"))
-    return stopped_node
+def pods() -> Iterator[Pods]:
+    # Unix socket paths are limited to 107 bytes; pytest's tmp_path can be longer.
+    root = Path(tempfile.mkdtemp(prefix="lock-", dir="/tmp"))
+    served = Pods(root / "launcher")
+    yield served
+    served.sockets.close()
+    shutil.rmtree(root, ignore_errors=True)
 
 
-def hold(node: Node, request: node_pb2.HoldStartupLockRequest) -> grpc.RpcError:
-    with grpc.insecure_channel(f"unix://{node.tmp / 'launcher' / 'startup.sock'}") as channel:
-        call = node_pb2_grpc.StartupServiceStub(channel).HoldStartupLock(request, timeout=10)
-        with pytest.raises(grpc.RpcError) as err:
-            next(call)
-        return err.value
+def call(socket: Path, request: node_pb2.HoldStartupLockRequest) -> Any:
+    channel = grpc.insecure_channel(f"unix://{socket}")
+    return channel, node_pb2_grpc.StartupServiceStub(channel).HoldStartupLock(request, timeout=30)
+
+
+def refusal(socket: Path, request: node_pb2.HoldStartupLockRequest) -> grpc.RpcError:
+    channel, stream = call(socket, request)
+    with channel, pytest.raises(grpc.RpcError) as err:
+        next(stream)
+    return err.value
 
 
 @pytest.mark.parametrize(
     ("request_fields", "named"),
     [
         ({"holder": "x", "hold_seconds": 5}, "memory_pools: name at least one"),
-        ({"memory_pools": ["gpu9-pool0"], "holder": "x", "hold_seconds": 5}, "gpu9-pool0"),
-        ({"memory_pools": ["gpu0-pool0"] * 2, "holder": "x", "hold_seconds": 5}, "twice"),
-        ({"memory_pools": ["gpu0-pool0"], "hold_seconds": 5}, "holder: required"),
-        ({"memory_pools": ["gpu0-pool0"], "holder": "x"}, "hold_seconds: 0 is not within"),
-        ({"memory_pools": ["gpu0-pool0"], "holder": "x", "hold_seconds": 4000}, "1-3600"),
+        (
+            {"memory_pools": ["gpu1-pool0"], "hold_seconds": 5},
+            "gpu1-pool0 not a memory pool of tests/a's partitions; its pools: gpu0-pool0",
+        ),
+        ({"memory_pools": ["gpu0-pool0"] * 2, "hold_seconds": 5}, "twice"),
+        ({"memory_pools": ["gpu0-pool0"], "holder": "x" * 300, "hold_seconds": 5}, "holder"),
+        ({"memory_pools": ["gpu0-pool0"]}, "hold_seconds: 0 is not within"),
+        ({"memory_pools": ["gpu0-pool0"], "hold_seconds": 4000}, "1-3600"),
     ],
 )
 def test_bad_requests_name_the_field(
-    lock_node: Node, request_fields: dict[str, object], named: str
+    pods: Pods, request_fields: dict[str, object], named: str
 ) -> None:
-    err = hold(lock_node, node_pb2.HoldStartupLockRequest(**request_fields))  # type: ignore[arg-type]
+    socket = pods.open("a", "gpu0-pool0")
+    err = refusal(socket, node_pb2.HoldStartupLockRequest(**request_fields))  # type: ignore[arg-type]
     assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert named in (err.details() or "")
 
 
+def test_a_spoofed_name_and_a_flood_take_nothing_from_the_real_launcher(
+    pods: Pods, bin_dir: Path
+) -> None:
+    """A tenant's container reaches only its own pod's socket. Naming another pod, asking for
+    every pool of the node, and 70 calls at once get it nothing beyond its own pool, once:
+    a real launcher on another GPU starts at once, and one on the tenant's pool starts as
+    soon as the tenant's process dies."""
+    attacker = pods.open("attacker", "gpu0-pool0")
+    neighbour = pods.open("neighbour", "gpu0-pool0")
+    elsewhere = pods.open("elsewhere", "gpu1-pool0")
+    every_pool = [f"gpu{g}-pool0" for g in range(8)]
+    greedy = refusal(
+        attacker,
+        node_pb2.HoldStartupLockRequest(
+            memory_pools=every_pool, holder="tests/neighbour", hold_seconds=3600
+        ),
+    )
+    assert greedy.code() == grpc.StatusCode.INVALID_ARGUMENT
+    # It holds its own pool, under the neighbour's name...
+    held_channel, held = call(
+        attacker,
+        node_pb2.HoldStartupLockRequest(
+            memory_pools=["gpu0-pool0"], holder="tests/neighbour", hold_seconds=3600
+        ),
+    )
+    assert next(held).state == "Granted"
+    # ... and floods: every further call is refused at once, by the service or by gRPC.
+    flood = node_pb2.HoldStartupLockRequest(memory_pools=["gpu0-pool0"], hold_seconds=3600)
+    with ThreadPoolExecutor(max_workers=70) as pool:
+        codes = list(pool.map(lambda _: refusal(attacker, flood).code(), range(70)))
+    assert set(codes) == {grpc.StatusCode.RESOURCE_EXHAUSTED}
+
+    ports = {"neighbour": free_port(), "elsewhere": free_port()}
+    log = pods.root / "fake-vllm.log"
+    launchers = {
+        name: launcher(socket, log, bin_dir, pool, ports[name])
+        for name, socket, pool in (
+            ("neighbour", neighbour, "gpu0-pool0"),
+            ("elsewhere", elsewhere, "gpu1-pool0"),
+        )
+    }
+    try:
+        assert logged(
+            log, lambda text: "healthy" in text and f" {ports['elsewhere']}\n" in text, 30
+        )
+        assert f" {ports['neighbour']}\n" not in log.read_text()  # it waits: the pool is held
+        held_channel.close()  # the attacker's process dies: its call, and the lock, go
+        assert logged(log, lambda text: f" {ports['neighbour']}\n" in text, 30), log.read_text()
+    finally:
+        for process in launchers.values():
+            process.kill()
+            process.wait(timeout=10)
+    _, stderr = launchers["neighbour"].communicate()
+    # The queue names the holder by its pod, not by the name it gave.
+    assert "tests/attacker" in stderr
+    assert "tests/neighbour" not in stderr.split("waiting", 1)[-1].split("\n", 1)[0]
+
+
 def launcher(
-    node: Node, bin_dir: Path, pool: str, port: int, load_s: float = 2
+    socket: Path, log: Path, bin_dir: Path, pool: str, port: int, load_s: float = 2
 ) -> subprocess.Popen[str]:
     env = {
         **os.environ,
@@ -105,8 +200,8 @@ def launcher(
         "MIPART_MEMORY_LIMIT_BYTES": str(40 * GIB),
         "MIPART_PARTITION_MEMORY_BYTES": str(196592 * 2**20),
         "MIPART_MEMORY_POOL": pool,
-        "MIPART_STARTUP_SOCKET": str(node.tmp / "launcher" / "startup.sock"),
-        "MIPART_FAKE_LOG": str(node.tmp / "fake-vllm.log"),
+        "MIPART_STARTUP_SOCKET": str(socket),
+        "MIPART_FAKE_LOG": str(log),
         "MIPART_FAKE_LOAD_SECONDS": str(load_s),
     }
     return subprocess.Popen(
@@ -157,20 +252,17 @@ def times(log: Path) -> dict[tuple[str, int], float]:
     }
 
 
-def restart(node: Node) -> None:
-    node.kill()
-    node.start("--launcher-socket", str(node.tmp / "launcher" / "startup.sock"))
-
-
-def test_two_launchers_on_one_pool_start_one_after_the_other(
-    lock_node: Node, bin_dir: Path
-) -> None:
+def test_two_launchers_on_one_pool_start_one_after_the_other(pods: Pods, bin_dir: Path) -> None:
     ports = {"first": free_port(), "second": free_port(), "elsewhere": free_port()}
-    first = launcher(lock_node, bin_dir, "gpu0-pool0", ports["first"])
+    log = pods.root / "fake-vllm.log"
+    first = launcher(pods.open("first", "gpu0-pool0"), log, bin_dir, "gpu0-pool0", ports["first"])
     time.sleep(1.0)  # first in line
-    second = launcher(lock_node, bin_dir, "gpu0-pool0", ports["second"])
-    elsewhere = launcher(lock_node, bin_dir, "gpu1-pool0", ports["elsewhere"])
-    log = lock_node.tmp / "fake-vllm.log"
+    second = launcher(
+        pods.open("second", "gpu0-pool0"), log, bin_dir, "gpu0-pool0", ports["second"]
+    )
+    elsewhere = launcher(
+        pods.open("elsewhere", "gpu1-pool0"), log, bin_dir, "gpu1-pool0", ports["elsewhere"]
+    )
     try:
         logged(log, lambda text: text.count("healthy") == 3, timeout=60)
         at = times(log)
@@ -187,18 +279,22 @@ def test_two_launchers_on_one_pool_start_one_after_the_other(
     assert "waiting for the start-up lock (position 1)" in stderr
 
 
-def test_a_waiting_launcher_survives_a_daemon_restart(lock_node: Node, bin_dir: Path) -> None:
+def test_a_waiting_launcher_survives_a_daemon_restart(pods: Pods, bin_dir: Path) -> None:
     """A daemon restart never touches a (starting) container
     (docs/daemon.md#restarts-crashes-and-reboots). The waiting launcher queues again on the
-    restarted daemon instead of failing its container."""
+    restarted daemon, which serves its pod's socket in the same directory, instead of failing
+    its container."""
     ports = {"first": free_port(), "second": free_port()}
-    first = launcher(lock_node, bin_dir, "gpu0-pool0", ports["first"], load_s=30)
-    log = lock_node.tmp / "fake-vllm.log"
+    log = pods.root / "fake-vllm.log"
+    served = {"first": ("gpu0-pool0",), "second": ("gpu0-pool0",)}
+    first = launcher(pods.open("first", *served["first"]), log, bin_dir, "gpu0-pool0",
+                     ports["first"], load_s=30)  # fmt: skip
     logged(log, lambda text: "start" in text, timeout=30)
-    second = launcher(lock_node, bin_dir, "gpu0-pool0", ports["second"], load_s=1)
+    second = launcher(pods.open("second", *served["second"]), log, bin_dir, "gpu0-pool0",
+                      ports["second"], load_s=1)  # fmt: skip
     try:
         time.sleep(2)  # second is queued behind first
-        restart(lock_node)
+        pods.restart(served)
         # The restarted daemon knows no holder: second is granted and its vLLM starts.
         started = logged(log, lambda text: f" {ports['second']}\n" in text, timeout=30)
         assert started, log.read_text()
@@ -211,21 +307,21 @@ def test_a_waiting_launcher_survives_a_daemon_restart(lock_node: Node, bin_dir: 
     assert "queueing again" in stderr
 
 
-def test_the_holder_takes_the_lock_again_after_a_daemon_restart(
-    lock_node: Node, bin_dir: Path
-) -> None:
+def test_the_holder_takes_the_lock_again_after_a_daemon_restart(pods: Pods, bin_dir: Path) -> None:
     """A restarted daemon forgets who held the lock; the holding launcher takes it again, so
     a neighbour that comes after the restart still starts only once the first is healthy."""
     ports = {"first": free_port(), "second": free_port()}
-    first = launcher(lock_node, bin_dir, "gpu0-pool0", ports["first"], load_s=15)
-    log = lock_node.tmp / "fake-vllm.log"
+    log = pods.root / "fake-vllm.log"
+    first = launcher(pods.open("first", "gpu0-pool0"), log, bin_dir, "gpu0-pool0",
+                     ports["first"], load_s=15)  # fmt: skip
     second = None
     try:
         started = logged(log, lambda text: f" {ports['first']}\n" in text, timeout=30)
         assert started, "the first vLLM did not start"
-        restart(lock_node)
+        pods.restart({"first": ("gpu0-pool0",)})
         time.sleep(5)  # the holder reconnects and takes the lock again
-        second = launcher(lock_node, bin_dir, "gpu0-pool0", ports["second"], load_s=1)
+        second = launcher(pods.open("second", "gpu0-pool0"), log, bin_dir, "gpu0-pool0",
+                          ports["second"], load_s=1)  # fmt: skip
         started = logged(log, lambda text: f" {ports['second']}\n" in text, timeout=60)
         assert started, log.read_text()
         at = times(log)

@@ -20,6 +20,8 @@ from mipart.placement import Allocation
 
 CDI_VERSION = "0.6.0"
 FILE_PREFIX = "mipart.io-slot-"
+# Where a container finds its pod's start-up lock socket: its own directory, mounted here.
+CONTAINER_LAUNCHER_DIR = Path("/run/mipart/launcher")
 
 
 def device_name(slot: str) -> str:
@@ -31,12 +33,20 @@ class UnknownPartition(LookupError):
     pass
 
 
+def memory_pools(allocation: Allocation, inventory: NodeInventory) -> tuple[str, ...]:
+    """The memory pools of the allocation's partitions, in its order."""
+    parts = [_partition(inventory, pid) for pid in allocation.partition_ids]
+    return tuple(dict.fromkeys(p.geometry.memory_pool for p in parts))
+
+
 def spec(
     slot: str,
     allocation: Allocation,
     inventory: NodeInventory,
     launcher_socket: Path | None = None,
 ) -> dict[str, Any]:
+    """The slot's CDI spec. ``launcher_socket``: the pod's own start-up lock socket on the
+    host; its directory, and nothing else of the daemon's, is mounted into the container."""
     parts = [_partition(inventory, pid) for pid in allocation.partition_ids]
     nodes = [{"path": "/dev/kfd"}] + [{"path": f"/dev/dri/renderD{p.render_minor}"} for p in parts]
     given = ContainerAllocation(
@@ -46,9 +56,13 @@ def spec(
         # What HIP reports as each device's total: vLLM's --gpu-memory-utilization is a
         # fraction of it (every partition of an allocation has one mode, hence one size).
         partition_memory_bytes=min(p.geometry.memory_bytes for p in parts),
-        memory_pools=tuple(dict.fromkeys(p.geometry.memory_pool for p in parts)),
-        # The start-up lock, and nothing else the daemon serves (see StartupService).
-        startup_socket=str(launcher_socket) if launcher_socket is not None else None,
+        memory_pools=memory_pools(allocation, inventory),
+        # The pod's start-up lock, and nothing else the daemon serves (see StartupService).
+        startup_socket=(
+            str(CONTAINER_LAUNCHER_DIR / launcher_socket.name)
+            if launcher_socket is not None
+            else None
+        ),
     )
     env = [
         # The container sees only its partitions' render nodes, which HIP numbers from 0;
@@ -61,7 +75,7 @@ def spec(
         edits["mounts"] = [
             {
                 "hostPath": str(launcher_socket.parent),
-                "containerPath": str(launcher_socket.parent),
+                "containerPath": str(CONTAINER_LAUNCHER_DIR),
                 "options": ["bind", "nosuid", "nodev", "noexec"],
             }
         ]

@@ -10,8 +10,9 @@ import grpc
 import structlog
 
 from mipart.agent.deviceplugin import cdi
-from mipart.agent.deviceplugin.allocations import Allocations
-from mipart.agent.deviceplugin.podresources import PodResources
+from mipart.agent.deviceplugin.allocations import AllocationMissing, Allocations
+from mipart.agent.deviceplugin.launchers import LauncherSockets, key_of
+from mipart.agent.deviceplugin.podresources import Holder, PodResources
 from mipart.agent.deviceplugin.registration import PluginEndpoint
 from mipart.agent.deviceplugin.servicer import DevicePluginService
 from mipart.agent.deviceplugin.slots import MIN_SLOTS, Slots
@@ -32,12 +33,14 @@ class DevicePlugin:
         plugin_dir: Path,
         pod_resources_socket: Path,
         cdi_dir: Path = DEFAULT_CDI_DIR,
-        launcher_socket: Path | None = None,
+        launchers: LauncherSockets | None = None,
         min_slots: int = MIN_SLOTS,
         check_interval_s: float = 1.0,
         cleanup_interval_s: float = 30.0,
     ) -> None:
         self._manager = manager
+        self._allocations = allocations
+        self._launchers = launchers
         self._cdi_dir = cdi_dir
         self._pod_resources = PodResources(pod_resources_socket, PARTITION_RESOURCE)
         self.slots = Slots(min_slots)
@@ -47,7 +50,7 @@ class DevicePlugin:
             allocations,
             lambda: manager.status().inventory,
             cdi_dir,
-            launcher_socket=launcher_socket,
+            launchers=launchers,
         )
         self.endpoint = PluginEndpoint(service, plugin_dir, PARTITION_RESOURCE)
         self._check_interval_s = check_interval_s
@@ -67,7 +70,9 @@ class DevicePlugin:
         self.endpoint.stop()
 
     def _run(self) -> None:
-        next_cleanup = time.monotonic() + self._cleanup_interval_s
+        # At once, then every interval: a restarted daemon serves the start-up lock sockets
+        # of the pods already running before their launchers give up on them.
+        next_cleanup = time.monotonic()
         while not self._stop.is_set():
             try:
                 self.endpoint.check()
@@ -79,16 +84,35 @@ class DevicePlugin:
             self._stop.wait(self._check_interval_s)
 
     def cleanup(self) -> None:
-        """Remove the CDI specs of slots no container holds any more.
+        """Remove the CDI specs of slots no container holds any more, and the start-up lock
+        sockets of pods that hold none; serve those of pods that do (after a restart).
 
         A slot is handed out again only after the kubelet has freed it, and its next holder's
         PreStartContainer rewrites the spec, so this only tidies up; it never races a start.
         """
         try:
-            held = {s for h in self._pod_resources.holders() for s in h.slots}
+            holders = self._pod_resources.holders()
         except grpc.RpcError as err:
             log.info("deviceplugin.cleanup_skipped", error=f"{err.code().name} {err.details()}")
             return
+        held = {s for h in holders for s in h.slots}
         for slot in cdi.written_slots(self._cdi_dir) - held:
             cdi.remove(self._cdi_dir, slot)
             log.info("deviceplugin.cdi_removed", slot=slot)
+        if self._launchers is not None:
+            self._serve_launchers([h for h in holders if h.slots])
+
+    def _serve_launchers(self, holders: list[Holder]) -> None:
+        assert self._launchers is not None
+        inventory = self._manager.status().inventory
+        for holder in holders:
+            if inventory is None:
+                break
+            try:
+                allocation = self._allocations.of(holder.namespace, holder.pod)
+                pools = frozenset(cdi.memory_pools(allocation, inventory))
+            except (AllocationMissing, cdi.UnknownPartition) as err:
+                log.info("deviceplugin.launcher_skipped", pod=holder.key, reason=str(err))
+                continue
+            self._launchers.open(key_of(holder.namespace, holder.pod), holder.key, pools)
+        self._launchers.retain({key_of(h.namespace, h.pod) for h in holders})

@@ -14,6 +14,7 @@ import structlog
 
 from mipart.agent.deviceplugin import cdi
 from mipart.agent.deviceplugin.allocations import AllocationMissing, Allocations
+from mipart.agent.deviceplugin.launchers import LauncherSockets, key_of
 from mipart.agent.deviceplugin.podresources import PodResources
 from mipart.agent.deviceplugin.slots import HEALTHY, SLOT_PREFIX, UNHEALTHY, SlotList, Slots
 from mipart.geometry import NodeInventory
@@ -34,14 +35,14 @@ class DevicePluginService(api_pb2_grpc.DevicePluginServicer):
         inventory: Callable[[], NodeInventory | None],
         cdi_dir: Path,
         *,
-        launcher_socket: Path | None = None,
+        launchers: LauncherSockets | None = None,
     ) -> None:
         self._slots = slots
         self._pod_resources = pod_resources
         self._allocations = allocations
         self._inventory = inventory
         self._cdi_dir = cdi_dir
-        self._launcher_socket = launcher_socket
+        self._launchers = launchers
 
     def GetDevicePluginOptions(self, request: Any, context: Any) -> api_pb2.DevicePluginOptions:
         return options()
@@ -123,14 +124,17 @@ class DevicePluginService(api_pb2_grpc.DevicePluginServicer):
         if inventory is None:
             _abort(context, grpc.StatusCode.UNAVAILABLE, "the node's GPUs have not been read yet")
         try:
+            socket = None
+            if self._launchers is not None:
+                socket = self._launchers.open(
+                    key_of(holder.namespace, holder.pod),
+                    holder.key,
+                    frozenset(cdi.memory_pools(allocation, inventory)),
+                )
             # Every slot of the container carries the whole allocation: the edits are
             # identical, so the runtime merging them changes nothing, and no slot is empty.
             for slot in slots:
-                cdi.write(
-                    self._cdi_dir,
-                    slot,
-                    cdi.spec(slot, allocation, inventory, self._launcher_socket),
-                )
+                cdi.write(self._cdi_dir, slot, cdi.spec(slot, allocation, inventory, socket))
         except cdi.UnknownPartition as err:
             _abort(context, grpc.StatusCode.FAILED_PRECONDITION, f"pod {holder.key}: {err}")
         log.info(

@@ -1,10 +1,16 @@
-"""StartupService: the start-up lock over gRPC, held for as long as the caller's call is open."""
+"""StartupService: the start-up lock over gRPC, held for as long as the caller's call is open.
+
+One service per pod, on a socket only that pod's container has mounted (StartupSockets): the
+caller is that pod, whatever name it gives, it may take only the memory pools of its own
+partitions, and it has one call at a time. A tenant can therefore hold nothing but what its
+own instance would, and only while its process lives.
+"""
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import grpc
 import structlog
@@ -22,19 +28,34 @@ _POLL_S = 1.0
 
 
 class StartupService(pb_grpc.StartupServiceServicer):
-    def __init__(self, locks: StartupLocks, pools: Callable[[], frozenset[str]]) -> None:
+    def __init__(self, locks: StartupLocks, identity: str, pools: frozenset[str]) -> None:
         self._locks = locks
-        self._pools = pools  # the node's memory pools now
+        self.identity = identity  # namespace/name of the pod this socket was made for
+        self.pools = pools  # the memory pools of its partitions
+        self._busy = threading.Lock()  # held by the one call in progress
 
     def HoldStartupLock(
         self, request: pb.HoldStartupLockRequest, context: grpc.ServicerContext
     ) -> Iterator[pb.StartupLockEvent]:
         pools = self._validate(request, context)
-        ticket = self._locks.enqueue(pools, request.holder)
+        if not self._busy.acquire(blocking=False):
+            log.warning("startup_lock.refused_second_call", pod=self.identity)
+            context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"{self.identity} already holds or waits for the start-up lock: one call at a "
+                "time per pod",
+            )
+        if request.holder and request.holder != self.identity:
+            log.info("startup_lock.holder_named", pod=self.identity, named=request.holder)
+        ticket = self._locks.enqueue(pools, self.identity)
         released = threading.Event()
+        once = threading.Lock()
 
         def release() -> None:
+            if not once.acquire(blocking=False):
+                return  # the callback and the generator's end both come here
             self._locks.release(ticket)
+            self._busy.release()
             released.set()
 
         # Fires when the call ends for any reason: the caller cancelled it, its process died
@@ -55,7 +76,7 @@ class StartupService(pb_grpc.StartupServiceServicer):
         ticket: Ticket,
         released: threading.Event,
     ) -> Iterator[pb.StartupLockEvent]:
-        log.info("startup_lock.queued", holder=request.holder, pools=sorted(pools))
+        log.info("startup_lock.queued", holder=self.identity, pools=sorted(pools))
         state: LockState | None = None
         while not released.is_set():
             state = self._locks.wait(ticket, state, _POLL_S)
@@ -66,12 +87,12 @@ class StartupService(pb_grpc.StartupServiceServicer):
         else:
             return
         assert state is not None
-        log.info("startup_lock.granted", holder=request.holder, pools=sorted(pools))
+        log.info("startup_lock.granted", holder=self.identity, pools=sorted(pools))
         yield _event("Granted", state, f"holding {_names(pools)}")
         deadline = time.monotonic() + request.hold_seconds
         while context.is_active() and not released.wait(min(_POLL_S, _left(deadline))):
             if _left(deadline) <= 0:
-                log.warning("startup_lock.expired", holder=request.holder, pools=sorted(pools))
+                log.warning("startup_lock.expired", holder=self.identity, pools=sorted(pools))
                 self._locks.release(ticket)
                 yield _event(
                     "Expired",
@@ -83,19 +104,18 @@ class StartupService(pb_grpc.StartupServiceServicer):
     def _validate(
         self, request: pb.HoldStartupLockRequest, context: grpc.ServicerContext
     ) -> frozenset[str]:
-        known = self._pools()
         problem = None
         if not request.memory_pools:
             problem = "memory_pools: name at least one memory pool of the allocation"
         elif len(set(request.memory_pools)) != len(request.memory_pools):
             problem = "memory_pools: a pool is listed twice"
-        elif unknown := [p for p in request.memory_pools if p not in known]:
+        elif unknown := [p for p in request.memory_pools if p not in self.pools]:
             problem = (
-                f"memory_pools: {', '.join(unknown)} not a memory pool of this node; "
-                f"pools: {', '.join(sorted(known)) or 'none (no GPUs read yet)'}"
+                f"memory_pools: {', '.join(unknown)} not a memory pool of {self.identity}'s "
+                f"partitions; its pools: {', '.join(sorted(self.pools))}"
             )
-        elif not request.holder or len(request.holder) > _MAX_HOLDER_CHARS:
-            problem = f"holder: required, at most {_MAX_HOLDER_CHARS} characters"
+        elif len(request.holder) > _MAX_HOLDER_CHARS:
+            problem = f"holder: at most {_MAX_HOLDER_CHARS} characters"
         elif not 1 <= request.hold_seconds <= MAX_HOLD_S:
             problem = f"hold_seconds: {request.hold_seconds} is not within 1-{MAX_HOLD_S}"
         if problem is not None:

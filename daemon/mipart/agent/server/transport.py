@@ -19,11 +19,15 @@ from mipart.api.v1 import node_pb2, node_pb2_grpc
 SERVICE_NAME = node_pb2.DESCRIPTOR.services_by_name["NodeService"].full_name
 SOCKET_MODE = 0o660
 SOCKET_DIR_MODE = 0o750
-# The launcher socket is reached only through the mount the device plugin gives containers
-# that hold a partition, whose processes may run as any user: open to all who can reach it,
-# and all it serves is the start-up lock.
+# A pod's launcher socket is reached only through the mount the device plugin gives that
+# pod's container, whose processes may run as any user: open to all who can reach it, and all
+# it serves is that pod's start-up lock.
 LAUNCHER_SOCKET_MODE = 0o666
 LAUNCHER_SOCKET_DIR_MODE = 0o755
+# One call holds the lock, and a second is refused at once (one call at a time per pod);
+# gRPC itself refuses calls past these (RESOURCE_EXHAUSTED), so a flood costs no thread.
+_LAUNCHER_WORKERS = 2
+_LAUNCHER_MAX_CALLS = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,11 +88,12 @@ def serve(
     return server, health_servicer
 
 
-def serve_startup(service: StartupService, path: Path, workers: int = 64) -> grpc.Server:
-    """The start-up lock on its own unix socket. A waiting or holding launcher keeps a worker
-    busy, hence the larger pool: one per instance that may start on the node at once."""
+def serve_startup(service: StartupService, path: Path) -> grpc.Server:
+    """One pod's start-up lock on its own unix socket. Its waiting or holding launcher keeps
+    a worker busy; anything past that is refused."""
     server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="startup")
+        futures.ThreadPoolExecutor(max_workers=_LAUNCHER_WORKERS, thread_name_prefix="startup"),
+        maximum_concurrent_rpcs=_LAUNCHER_MAX_CALLS,
     )
     node_pb2_grpc.add_StartupServiceServicer_to_server(service, server)
     _prepare_socket_dir(path, LAUNCHER_SOCKET_DIR_MODE)
