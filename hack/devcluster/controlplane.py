@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from kubernetes.client import ApiException
 
 from hack.devcluster import chart, components, credentials, kube, kubeconfig, kwok, pki, readiness
 from hack.devcluster.binaries import Binaries, ensure_built
@@ -124,19 +125,52 @@ class ControlPlane:
             for name, path in self.logs().items()
         )
 
-    def service_account_kubeconfig(self, namespace: str, name: str, api: Any | None = None) -> Path:
+    def service_account_kubeconfig(
+        self, namespace: str, name: str, api: Any | None = None, *, node: str | None = None
+    ) -> Path:
         """A kubeconfig that acts as a service account (a week-long token), so a component
-        runs with exactly the RBAC that manifests/ gives it."""
-        request = kube.core(api or self.api_client()).create_namespaced_service_account_token(
-            name, namespace, {"spec": {"expirationSeconds": 7 * 24 * 3600}}
-        )
+        runs with exactly the RBAC that manifests/ gives it.
+
+        node: the token is bound to a pod of that account on that node, as the kubelet's
+        projected token of a DaemonSet pod is, so the API server names the node in the
+        caller's identity (user extra ``authentication.kubernetes.io/node-name``), which the
+        chart's policies check the daemon's writes against. The pod is a placeholder kwok
+        plays; it lives as long as the token is to work."""
+        core = kube.core(api or self.api_client())
+        spec: dict[str, Any] = {"expirationSeconds": 7 * 24 * 3600}
+        suffix = ""
+        if node is not None:
+            holder = self._identity_pod(core, namespace, name, node)
+            spec["boundObjectRef"] = {"kind": "Pod", "apiVersion": "v1", **holder}
+            suffix = f".{node}"
+        request = core.create_namespaced_service_account_token(name, namespace, {"spec": spec})
         return kubeconfig.write(
-            self.state_dir / f"{namespace}.{name}.kubeconfig",
+            self.state_dir / f"{namespace}.{name}{suffix}.kubeconfig",
             server=self.api_url,
             ca_cert=self._ca().cert,
             user=name,
             token=request.status.token,
         )
+
+    @staticmethod
+    def _identity_pod(core: Any, namespace: str, account: str, node: str) -> dict[str, str]:
+        pod_name = f"{account}-identity-{node}"
+        body = {
+            "metadata": {"name": pod_name, "labels": {"mipart.io/test-identity": account}},
+            "spec": {
+                "nodeName": node,
+                "serviceAccountName": account,
+                "automountServiceAccountToken": False,
+                "containers": [{"name": "pause", "image": "registry.k8s.io/pause:3.10"}],
+            },
+        }
+        try:
+            pod = core.create_namespaced_pod(namespace, body)
+        except ApiException as err:
+            if err.status != 409:
+                raise
+            pod = core.read_namespaced_pod(pod_name, namespace)
+        return {"name": pod_name, "uid": str(pod.metadata.uid)}
 
     def issue_serving_cert(self, name: str) -> pki.KeyPair:
         """A serving certificate for 127.0.0.1 signed by the cluster CA (ca_cert), for a

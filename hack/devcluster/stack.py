@@ -76,7 +76,11 @@ class Stack:
 
     def start_daemon(self, node_name: str, compute: dict[int, str] | None = None) -> Node:
         """A daemon for a kwok node, its GPUs set to ``compute`` (GPU -> mode; others SPX)."""
-        token = self.plane.service_account_kubeconfig("mipart-system", "mipart-daemon")
+        # Bound to a pod on its node, as a DaemonSet pod's token is: the chart's policy lets
+        # a daemon write only the GPUNode of the node its token names.
+        token = self.plane.service_account_kubeconfig(
+            "mipart-system", "mipart-daemon", node=node_name
+        )
         node = Node(self.emulator, self.workdir / node_name)
         node.tmp.mkdir(parents=True, exist_ok=True)
         node.extra_args = [

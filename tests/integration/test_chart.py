@@ -220,8 +220,21 @@ def test_the_admission_policies_name_the_writers_and_the_contracts_keys(combinat
     }
     bound = {o["spec"]["policyName"]: o["spec"]["validationActions"] for o in objects
              if o["kind"] == "ValidatingAdmissionPolicyBinding"}  # fmt: skip
-    assert len(policies) == 3
+    assert set(policies) == {
+        "mipart-pod-create",
+        "mipart-pod-annotations",
+        "mipart-pod-binding",
+        "mipart-daemon-own-gpunode",
+        "mipart-controller-pods",
+    }
     assert bound == {name: ["Deny"] for name in policies}
+    # Each component's own writes are checked against its own account in this namespace.
+    for name, account in (
+        ("mipart-daemon-own-gpunode", "mipart-daemon"),
+        ("mipart-controller-pods", "mipart-controller"),
+    ):
+        (condition,) = policies[name]["spec"]["matchConditions"]
+        assert f"'system:serviceaccount:gpu-infra:{account}'" in condition["expression"]
     (extender,) = [
         o["spec"]["template"]["spec"]["serviceAccountName"]
         for o in objects
@@ -475,3 +488,14 @@ def test_no_pod_of_the_chart_is_sent_to_the_webhook(combination: str) -> None:
             continue
         annotations = template["metadata"].get("annotations") or {}
         assert not [k for k in annotations if k.startswith("mipart.io/")], obj["metadata"]["name"]
+
+
+def test_the_daemons_metrics_listen_on_the_pods_address_only() -> None:
+    """Where the Service and the readiness probe reach them, not on every address of a host
+    (daemon.hostNetwork): the pod's IP, from the downward API."""
+    for values in ({}, COMBINATIONS["host-network"]):
+        pod = by_kind(chart.render(values), "DaemonSet", "mipart-daemon")["spec"]["template"]
+        (container,) = pod["spec"]["containers"]
+        assert "--metrics-address=$(POD_IP):9400" in container["command"]
+        env = {e["name"]: e.get("valueFrom") for e in container["env"]}
+        assert env["POD_IP"] == {"fieldRef": {"fieldPath": "status.podIP"}}

@@ -20,6 +20,7 @@ import pytest
 from hack.devcluster import kube
 from hack.devcluster.node import Node
 from hack.devcluster.procs import wait_until
+from mipart.agent.deviceplugin.launchers import key_of
 from mipart.api.v1 import node_pb2, node_pb2_grpc
 from tests.support.kubelet_peer import KubeletPeer, Pod
 
@@ -64,7 +65,7 @@ def create_pod(api: Any, namespace: str, name: str, node_name: str, plan: dict[s
 def launcher_dir(peer: KubeletPeer, pod: Pod) -> Path:
     """Where the daemon (--launcher-dir, next to the peer's directories) serves the pod's
     start-up lock socket."""
-    return peer.plugin_dir.parent / "launcher" / f"{pod.namespace}_{pod.name}"
+    return peer.plugin_dir.parent / "launcher" / key_of(pod.namespace, pod.name)
 
 
 def mismatches(

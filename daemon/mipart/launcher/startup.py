@@ -66,6 +66,11 @@ def _hold(request: LockRequest, parent: int, pipe: int) -> int:
 
     from mipart.api.v1 import node_pb2, node_pb2_grpc  # noqa: PLC0415
 
+    # How a call ends when the daemon goes: its connection drops (a crash: UNAVAILABLE) or it
+    # cancels the call as it stops (a rolling update: CANCELLED). This side cancels only once
+    # vLLM is up (done), so either means: the daemon is restarting, queue or take it again.
+    daemon_gone = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED)
+
     channel = grpc.insecure_channel(f"unix://{request.socket}")
     stub = node_pb2_grpc.StartupServiceStub(channel)
     message = node_pb2.HoldStartupLockRequest(
@@ -87,7 +92,7 @@ def _hold(request: LockRequest, parent: int, pipe: int) -> int:
                 return None, "the daemon ended the call before granting the lock"
             except grpc.RpcError as err:
                 # The daemon went away while we queued (a restart): queue again, in time.
-                if err.code() is grpc.StatusCode.UNAVAILABLE and time.monotonic() < deadline:
+                if err.code() in daemon_gone and time.monotonic() < deadline:
                     say("the daemon went away while we waited for the lock; queueing again")
                     time.sleep(_HEALTH_POLL_S)
                     continue
@@ -113,7 +118,7 @@ def _hold(request: LockRequest, parent: int, pipe: int) -> int:
                     pass
                 return
             except grpc.RpcError as err:
-                if done.is_set() or err.code() is not grpc.StatusCode.UNAVAILABLE:
+                if done.is_set() or err.code() not in daemon_gone:
                     return
             say("the daemon restarted while vLLM starts; taking the start-up lock again")
             current, problem = take()

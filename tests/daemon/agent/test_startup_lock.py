@@ -15,7 +15,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -77,14 +77,27 @@ class Pods:
         self.sockets = StartupSockets(root)
 
     def open(self, pod: str, *pools: str) -> Path:
-        return self.sockets.open(f"tests_{pod}", f"tests/{pod}", frozenset(pools))
+        return self.sockets.open(f"tenants_{pod}", f"tenants/{pod}", frozenset(pools))
 
-    def restart(self, served: dict[str, tuple[str, ...]]) -> None:
-        """As a daemon restart: every server goes, a new one serves the same directories."""
-        self.sockets.close()
-        self.sockets = StartupSockets(self.root)
-        for pod, pools in served.items():
-            self.open(pod, *pools)
+    def serve_elsewhere(self, served: Mapping[str, tuple[str, ...]]) -> subprocess.Popen[bytes]:
+        """The same pods' sockets served by a process of its own (tests/support/lock_daemon.py),
+        which a test kills as a daemon crash would: all its calls end at once."""
+        pods = [f"{pod}={','.join(pools)}" for pod, pools in served.items()]
+        log = self.root.parent / "lock-daemon.log"
+        log.write_text("")
+        with log.open("a") as out:
+            daemon = subprocess.Popen(
+                [sys.executable, "-m", "tests.support.lock_daemon", str(self.root), *pods],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        if not logged(log, lambda text: "serving\n" in text, timeout=30):
+            daemon.kill()
+            raise AssertionError(f"the lock daemon did not serve:\n{log.read_text()}")
+        return daemon
+
+    def socket(self, pod: str) -> Path:
+        return self.root / f"tenants_{pod}" / "startup.sock"
 
 
 @pytest.fixture
@@ -115,7 +128,7 @@ def refusal(socket: Path, request: node_pb2.HoldStartupLockRequest) -> grpc.RpcE
         ({"holder": "x", "hold_seconds": 5}, "memory_pools: name at least one"),
         (
             {"memory_pools": ["gpu1-pool0"], "hold_seconds": 5},
-            "gpu1-pool0 not a memory pool of tests/a's partitions; its pools: gpu0-pool0",
+            "gpu1-pool0 not a memory pool of tenants/a's partitions; its pools: gpu0-pool0",
         ),
         ({"memory_pools": ["gpu0-pool0"] * 2, "hold_seconds": 5}, "twice"),
         ({"memory_pools": ["gpu0-pool0"], "holder": "x" * 300, "hold_seconds": 5}, "holder"),
@@ -146,7 +159,7 @@ def test_a_spoofed_name_and_a_flood_take_nothing_from_the_real_launcher(
     greedy = refusal(
         attacker,
         node_pb2.HoldStartupLockRequest(
-            memory_pools=every_pool, holder="tests/neighbour", hold_seconds=3600
+            memory_pools=every_pool, holder="tenants/neighbour", hold_seconds=3600
         ),
     )
     assert greedy.code() == grpc.StatusCode.INVALID_ARGUMENT
@@ -154,7 +167,7 @@ def test_a_spoofed_name_and_a_flood_take_nothing_from_the_real_launcher(
     held_channel, held = call(
         attacker,
         node_pb2.HoldStartupLockRequest(
-            memory_pools=["gpu0-pool0"], holder="tests/neighbour", hold_seconds=3600
+            memory_pools=["gpu0-pool0"], holder="tenants/neighbour", hold_seconds=3600
         ),
     )
     assert next(held).state == "Granted"
@@ -186,8 +199,8 @@ def test_a_spoofed_name_and_a_flood_take_nothing_from_the_real_launcher(
             process.wait(timeout=10)
     _, stderr = launchers["neighbour"].communicate()
     # The queue names the holder by its pod, not by the name it gave.
-    assert "tests/attacker" in stderr
-    assert "tests/neighbour" not in stderr.split("waiting", 1)[-1].split("\n", 1)[0]
+    assert "tenants/attacker" in stderr
+    assert "tenants/neighbour" not in stderr.split("waiting", 1)[-1].split("\n", 1)[0]
 
 
 def launcher(
@@ -287,20 +300,22 @@ def test_a_waiting_launcher_survives_a_daemon_restart(pods: Pods, bin_dir: Path)
     ports = {"first": free_port(), "second": free_port()}
     log = pods.root / "fake-vllm.log"
     served = {"first": ("gpu0-pool0",), "second": ("gpu0-pool0",)}
-    first = launcher(pods.open("first", *served["first"]), log, bin_dir, "gpu0-pool0",
-                     ports["first"], load_s=30)  # fmt: skip
+    daemon = pods.serve_elsewhere(served)
+    first = launcher(pods.socket("first"), log, bin_dir, "gpu0-pool0", ports["first"], load_s=10)
     logged(log, lambda text: "start" in text, timeout=30)
-    second = launcher(pods.open("second", *served["second"]), log, bin_dir, "gpu0-pool0",
-                      ports["second"], load_s=1)  # fmt: skip
+    second = launcher(pods.socket("second"), log, bin_dir, "gpu0-pool0", ports["second"], load_s=1)
     try:
         time.sleep(2)  # second is queued behind first
-        pods.restart(served)
-        # The restarted daemon knows no holder: second is granted and its vLLM starts.
-        started = logged(log, lambda text: f" {ports['second']}\n" in text, timeout=30)
+        daemon.kill()
+        daemon.wait()
+        daemon = pods.serve_elsewhere(served)
+        # Second is granted (at once, or once first, which takes the lock again, is healthy)
+        # and its vLLM starts.
+        started = logged(log, lambda text: f" {ports['second']}\n" in text, timeout=60)
         assert started, log.read_text()
         assert second.poll() is None, "the waiting launcher gave up"
     finally:
-        for process in (first, second):
+        for process in (first, second, daemon):
             process.kill()
             process.wait(timeout=10)
     _, stderr = second.communicate()
@@ -312,22 +327,25 @@ def test_the_holder_takes_the_lock_again_after_a_daemon_restart(pods: Pods, bin_
     a neighbour that comes after the restart still starts only once the first is healthy."""
     ports = {"first": free_port(), "second": free_port()}
     log = pods.root / "fake-vllm.log"
-    first = launcher(pods.open("first", "gpu0-pool0"), log, bin_dir, "gpu0-pool0",
-                     ports["first"], load_s=15)  # fmt: skip
+    served = {"first": ("gpu0-pool0",), "second": ("gpu0-pool0",)}
+    daemon = pods.serve_elsewhere(served)
+    first = launcher(pods.socket("first"), log, bin_dir, "gpu0-pool0", ports["first"], load_s=15)
     second = None
     try:
         started = logged(log, lambda text: f" {ports['first']}\n" in text, timeout=30)
         assert started, "the first vLLM did not start"
-        pods.restart({"first": ("gpu0-pool0",)})
+        daemon.kill()
+        daemon.wait()
+        daemon = pods.serve_elsewhere(served)
         time.sleep(5)  # the holder reconnects and takes the lock again
-        second = launcher(pods.open("second", "gpu0-pool0"), log, bin_dir, "gpu0-pool0",
-                          ports["second"], load_s=1)  # fmt: skip
+        second = launcher(pods.socket("second"), log, bin_dir, "gpu0-pool0", ports["second"],
+                          load_s=1)  # fmt: skip
         started = logged(log, lambda text: f" {ports['second']}\n" in text, timeout=60)
         assert started, log.read_text()
         at = times(log)
         assert at[("start", ports["second"])] >= at[("healthy", ports["first"])]
     finally:
-        for process in (first, second):
+        for process in (first, second, daemon):
             if process is not None:
                 process.kill()
                 process.wait(timeout=10)

@@ -7,6 +7,7 @@ sockets go. mipart.agent.server.startup_sockets serves them; the daemon's main w
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Protocol
 
@@ -23,5 +24,6 @@ class LauncherSockets(Protocol):
 
 
 def key_of(namespace: str, pod: str) -> str:
-    # Namespaces are DNS labels and pod names DNS subdomains: neither has a "_".
-    return f"{namespace}_{pod}"
+    """The pod's directory name: a digest of namespace/name. The names themselves (up to 63
+    and 253 characters) would overflow a unix socket's 108-byte path."""
+    return hashlib.sha256(f"{namespace}/{pod}".encode()).hexdigest()[:20]
