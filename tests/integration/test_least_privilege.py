@@ -94,21 +94,18 @@ def test_the_controller_changes_only_mipart_pods(
     assert (
         f"pods/{namespace}/plain: mipart-controller changes only pods with mipart.io/ annotations"
     ) in message
-    system_pods = (
-        core.list_namespaced_pod("kube-system").items or core.list_namespaced_pod(NAMESPACE).items
-    )
-    victim = next(p for p in system_pods if not (p.metadata.annotations or {}))
-    forbidden(
-        controller.patch_namespaced_pod, victim.metadata.name, victim.metadata.namespace, label
-    )
+    system = {**plain, "metadata": {"name": "system-workload"}}
+    core.create_namespaced_pod("kube-system", system)
+    try:
+        forbidden(controller.patch_namespaced_pod, "system-workload", "kube-system", label)
+    finally:
+        core.delete_namespaced_pod("system-workload", "kube-system", grace_period_seconds=0)
 
     # A pod of mipart's own it may change (what releasing a queued pod writes is its own
     # test's business: tests/integration/test_queue.py).
     mipart = {
         "metadata": {"name": "queued", "annotations": {"mipart.io/memory": "8Gi"}},
-        "spec": {"containers": [{"name": "vllm", "image": "vllm"}], "schedulerName": "nobody"},
+        "spec": {"containers": [{"name": "vllm", "image": "vllm"}]},
     }
-    # Created as the webhook leaves it would need the webhook's patch; a bare pod with a
-    # mipart annotation is what the policy looks at.
-    core.create_namespaced_pod(namespace, mipart)
+    core.create_namespaced_pod(namespace, mipart)  # the webhook makes it mipart's
     controller.patch_namespaced_pod("queued", namespace, {"metadata": {"labels": {"ok": "yes"}}})
