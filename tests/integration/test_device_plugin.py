@@ -155,9 +155,10 @@ def test_each_pod_takes_the_start_up_lock_as_itself_and_keeps_its_socket_over_a_
     sockets = {name: launcher_dir(peer, pod) / "startup.sock" for name, pod in admitted.items()}
 
     a_channel, a_call = hold(sockets["tenant-a"], ["gpu0-pool0"], f"{namespace}/tenant-b")
-    b_channel, b_call = hold(sockets["tenant-b"], ["gpu0-pool0"], "tenant-b")
+    b_channel = None
     try:
-        assert next(a_call).state == "Granted"
+        assert next(a_call).state == "Granted"  # before b asks: the calls start at once
+        b_channel, b_call = hold(sockets["tenant-b"], ["gpu0-pool0"], "tenant-b")
         queued = next(b_call)
         assert (queued.state, list(queued.holders)) == ("Queued", [f"{namespace}/tenant-a"])
         with pytest.raises(grpc.RpcError) as other_pool:
@@ -165,7 +166,8 @@ def test_each_pod_takes_the_start_up_lock_as_itself_and_keeps_its_socket_over_a_
         assert other_pool.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     finally:
         a_channel.close()
-        b_channel.close()
+        if b_channel is not None:
+            b_channel.close()
 
     node.kill()
     node.start()
