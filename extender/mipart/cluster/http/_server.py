@@ -119,15 +119,12 @@ class JsonServer:
         return self._budget.held
 
     def start(self) -> None:
-        started = threading.Event()
-        failure: list[BaseException] = []
+        # The loop exists before the thread does, so stop() can reach it at once.
+        self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
-            target=self._run, args=(started, failure), name="http", daemon=True
+            target=self._run, args=(self._loop,), name="http", daemon=True
         )
         self._thread.start()
-        started.wait()
-        if failure:
-            raise failure[0]
 
     def stop(self) -> None:
         """Stop serving: open connections are closed, routes running finish on their own."""
@@ -150,19 +147,11 @@ class JsonServer:
 
     # -- the loop -----------------------------------------------------------------------------
 
-    def _run(self, started: threading.Event, failure: list[BaseException]) -> None:
-        loop = asyncio.new_event_loop()
+    def _run(self, loop: asyncio.AbstractEventLoop) -> None:
+        asyncio.set_event_loop(loop)
         loop.set_exception_handler(_quiet)
-        try:
-            self._sock.setblocking(False)
-            accepting = loop.create_task(self._accept())
-        except BaseException as err:  # handed to start()'s caller
-            failure.append(err)
-            loop.close()
-            started.set()
-            return
-        self._loop = loop
-        started.set()
+        self._sock.setblocking(False)
+        accepting = loop.create_task(self._accept())
         try:
             loop.run_forever()
         finally:
