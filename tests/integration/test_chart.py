@@ -225,12 +225,14 @@ def test_the_admission_policies_name_the_writers_and_the_contracts_keys(combinat
         "mipart-pod-annotations",
         "mipart-pod-binding",
         "mipart-daemon-own-gpunode",
+        "mipart-daemon-own-pods",
         "mipart-controller-pods",
     }
     assert bound == {name: ["Deny"] for name in policies}
     # Each component's own writes are checked against its own account in this namespace.
     for name, account in (
         ("mipart-daemon-own-gpunode", "mipart-daemon"),
+        ("mipart-daemon-own-pods", "mipart-daemon"),
         ("mipart-controller-pods", "mipart-controller"),
     ):
         (condition,) = policies[name]["spec"]["matchConditions"]

@@ -73,6 +73,61 @@ def test_a_daemon_writes_only_its_own_nodes_gpunode(
     assert "its token is bound to no pod on a node" in message
 
 
+def test_a_daemon_deletes_only_mipart_pods_on_its_own_node(
+    stack: Stack, api: Any, namespace: str, control_plane: ControlPlane
+) -> None:
+    """A daemon ends a pod over its memory limit by deleting it; its RBAC grants delete on
+    every pod, the policy only on mipart pods of its own node. An Eviction, which would hide
+    the pod's node from admission, it may not create at all."""
+    own, other = control_plane.node_names[:2]
+    core = kube.core(api)
+
+    def pod(name: str, node: str, *, mipart: bool) -> None:
+        annotations = {"mipart.io/allocation": json.dumps({"v": 1, "node": node})}
+        body = {
+            "metadata": {"name": name, "annotations": annotations if mipart else {}},
+            "spec": {"nodeName": node, "containers": [{"name": "c", "image": "vllm"}]},
+        }
+        core.create_namespaced_pod(namespace, body)
+
+    # Made as an extender would leave them, before the webhook (which refuses a preset
+    # nodeName) is up.
+    pod("mine", own, mipart=True)
+    pod("theirs", other, mipart=True)
+    pod("tenant", own, mipart=False)
+    stack.start_webhook(api)  # the chart's policies come with it
+
+    def as_daemon(node: str | None) -> Any:
+        kubeconfig = control_plane.service_account_kubeconfig(NAMESPACE, "mipart-daemon", node=node)
+        return kube.core(kube.new_client(kubeconfig))
+
+    daemon = as_daemon(own)
+    # Dry runs pass through admission too, so trying again while the policy loads deletes
+    # nothing; the real call after it must be refused just the same.
+    for name in ("theirs", "tenant"):
+        message = forbidden(daemon.delete_namespaced_pod, name, namespace, dry_run="All")
+        assert (
+            f"pods/{namespace}/{name}: mipart-daemon deletes only mipart pods on the node its "
+            f"pod runs on (here {own})"
+        ) in message
+        with pytest.raises(client.ApiException) as refused:
+            daemon.delete_namespaced_pod(name, namespace)
+        assert refused.value.status == 403
+    message = forbidden(as_daemon(None).delete_namespaced_pod, "mine", namespace, dry_run="All")
+    assert "its token is bound to no pod on a node" in message
+
+    eviction = {"metadata": {"name": "mine", "namespace": namespace}}
+    with pytest.raises(client.ApiException) as refused:
+        daemon.create_namespaced_pod_eviction("mine", namespace, eviction)
+    assert refused.value.status == 403
+    assert "pods/eviction" in json.loads(refused.value.body or "{}")["message"]  # RBAC's refusal
+
+    daemon.delete_namespaced_pod("mine", namespace)
+    left = {p.metadata.name: p for p in core.list_namespaced_pod(namespace).items}
+    assert "mine" not in left or left["mine"].metadata.deletion_timestamp is not None
+    assert all(left[name].metadata.deletion_timestamp is None for name in ("theirs", "tenant"))
+
+
 def test_the_controller_changes_only_mipart_pods(
     stack: Stack, api: Any, namespace: str, control_plane: ControlPlane
 ) -> None:

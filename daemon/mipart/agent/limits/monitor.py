@@ -4,7 +4,8 @@ It reads the partition manager's latest snapshot (amdsmi's per-process VRAM, ref
 ``--poll-interval``) rather than the hardware, so the GPUs are read by one thread only. Each
 process is mapped to its pod through its cgroup, each pod to its allocation through the
 publisher's cache of this node's pods. An excursion gets one Warning Event on the pod, a log
-line and the metrics; with ``evict`` the pod is also evicted (docs/daemon.md).
+line and the metrics; with ``evict`` the pod is also deleted, as the kubelet ends a pod over a
+limit: a PodDisruptionBudget does not hold it back (docs/daemon.md).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from mipart.agent.limits.cgroups import ProcPods
 from mipart.agent.partitions.manager import PartitionManager
 from mipart.geometry import GpuProcess
 from mipart.kube.api import KubeApi, KubeError
-from mipart.kube.eviction import evict
+from mipart.kube.eviction import delete
 from mipart.sizing import LimitAction, LimitWatch, MemoryReading, PodMemory, read_pod_memory
 
 log = structlog.get_logger(__name__)
@@ -128,7 +129,7 @@ class MemoryMonitor:
         )
 
     def _evict_over(self, reading: MemoryReading) -> None:
-        """Evict every pod over a limit, retrying while a PodDisruptionBudget refuses."""
+        """Delete every pod over a limit, retrying while the API server refuses."""
         live = {m.pod_uid for m in reading.pods}
         self._evicted &= live
         self._eviction_errors = {u: e for u, e in self._eviction_errors.items() if u in live}
@@ -137,7 +138,7 @@ class MemoryMonitor:
             if uid in self._evicted:
                 continue  # terminating: its processes may hold memory until they exit
             try:
-                evict(self._api, pod, uid)
+                delete(self._api, pod, uid)
             except KubeError as err:
                 if err.status in (404, 409):  # gone, or replaced by a pod of that name
                     self._evicted.add(uid)

@@ -30,6 +30,12 @@ annotation. One definition for the webhooks' matchConditions and the admission p
 {{ . }}.metadata.?annotations.orValue({}).exists(k, k.startsWith('mipart.io/'))
 {{- end -}}
 
+{{/* CEL: the node of the pod the caller's token is bound to ('' for a token bound to no
+pod). The API server sets it for a pod-bound service account token. */}}
+{{- define "mipart.callerNode" -}}
+'authentication.kubernetes.io/node-name' in request.userInfo.extra && size(request.userInfo.extra['authentication.kubernetes.io/node-name']) == 1 ? request.userInfo.extra['authentication.kubernetes.io/node-name'][0] : ''
+{{- end -}}
+
 {{/* The TLS mode after "auto" is resolved against the cluster's APIs. */}}
 {{- define "mipart.tlsMode" -}}
 {{- $mode := .Values.tls.mode -}}
