@@ -1,4 +1,5 @@
-"""``mipart-webhook``: the admission webhook (HTTPS) for mipart-annotated pods.
+"""``mipart-webhook``: the admission webhook (HTTPS) for mipart-annotated pods, and for KServe
+InferenceServices that carry mipart annotations (refused at apply when their pods would be).
 
 Its serving certificate comes one of two ways (docs/webhook-certificates.md):
 
@@ -26,6 +27,7 @@ from mipart.kube.api import KubeApi
 from mipart.runtime import logs
 from mipart.runtime.signals import on_stop
 from mipart.webhook.certificates import BuiltinCertificates
+from mipart.webhook.inferenceservices import validate_inference_service
 from mipart.webhook.mutate import Webhook
 
 log = structlog.get_logger("mipart.webhook")
@@ -40,7 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="mipart-webhook",
         description="Admission webhook: mutate and validate pods that carry mipart.io/* "
-        "annotations. Serves POST /mutate and /validate over HTTPS. The serving certificate "
+        "annotations, and validate KServe InferenceServices that do. Serves POST /mutate, "
+        "/validate and /validate-inferenceservice over HTTPS. The serving certificate "
         "comes from files (--tls-cert and --tls-key) or is kept by the webhook itself in a "
         "Secret (--tls-secret); exactly one of the two.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
@@ -153,7 +156,13 @@ def main(argv: list[str] | None = None) -> int:
     # Bound now (a port in use fails at once), served once a certificate is loaded.
     hook = Webhook(scheduler_name=args.scheduler_name)
     server = JsonServer(host, int(port), tls=serving.context)
-    server.post_routes.update({"/mutate": hook.mutate, "/validate": hook.validate})
+    server.post_routes.update(
+        {
+            "/mutate": hook.mutate,
+            "/validate": hook.validate,
+            "/validate-inferenceservice": validate_inference_service,
+        }
+    )
     server.get_routes["/healthz"] = lambda: (
         (200, "text/plain", b"ok")
         if serving.loaded

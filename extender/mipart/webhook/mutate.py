@@ -51,30 +51,30 @@ class Webhook:
     scheduler_name: str = "mipart-scheduler"
 
     def mutate(self, body: Any) -> dict[str, Any]:
-        request = _request(body)
+        request = request_of(body)
         pod, annotations = _pod(request, "object")
         if request.get("operation") != "CREATE" or not names_mipart(annotations):
-            return _review(request, allowed=True)
+            return review(request, allowed=True)
         # Parsed (and sized) once per call: the checks and the patch share the answer.
         asked, problems = _checked(pod, annotations, scheduler=self.scheduler_name)
         if asked is None or problems:
-            return _review(request, allowed=False, message=problems)
+            return review(request, allowed=False, message=problems)
         patch = _patch(pod, annotations, asked, self.scheduler_name)
-        return _review(request, allowed=True, patch=patch)
+        return review(request, allowed=True, patch=patch)
 
     def validate(self, body: Any) -> dict[str, Any]:
         """The same checks after every mutating webhook ran: another one may have changed
         the pod after ours. (Updates are the admission policies' part: the API server checks
         them itself, pods/status included; the chart's admission-policy.yaml.)"""
-        request = _request(body)
+        request = request_of(body)
         pod, annotations = _pod(request, "object")
         if request.get("operation") != "CREATE" or not names_mipart(annotations):
-            return _review(request, allowed=True)
+            return review(request, allowed=True)
         _, problems = _checked(pod, annotations, scheduler=self.scheduler_name)
-        return _review(request, allowed=not problems, message=problems)
+        return review(request, allowed=not problems, message=problems)
 
 
-def _request(body: Any) -> dict[str, Any]:
+def request_of(body: Any) -> dict[str, Any]:
     if not isinstance(body, dict) or not isinstance(body.get("request"), dict):
         raise BadRequest("expected an admission.k8s.io/v1 AdmissionReview with a 'request'")
     request: dict[str, Any] = body["request"]
@@ -100,11 +100,10 @@ def _pod(request: dict[str, Any], field: str) -> tuple[dict[str, Any], dict[str,
     return pod, {str(k): str(v) for k, v in annotations.items()}
 
 
-def _checked(
-    pod: dict[str, Any], annotations: dict[str, str], *, scheduler: str
-) -> tuple[PartitionRequest | None, str]:
-    """The request a pod being created asks for (None if its annotations are bad), and every
-    problem with the pod, joined for the AdmissionReview's message ("" if none)."""
+def annotation_problems(annotations: dict[str, str]) -> tuple[PartitionRequest | None, list[str]]:
+    """What a set of ``mipart.io/`` annotations asks for (None if they are bad), and every
+    problem with them: the checks a pod's annotations and an InferenceService's (which KServe
+    copies onto its pods) both get."""
     problems: list[str] = []
     asked: PartitionRequest | None = None
     if ALLOCATION in annotations:
@@ -122,6 +121,15 @@ def _checked(
         asked = parse_request(annotations)
     except AnnotationError as err:
         problems.extend(err.problems)
+    return asked, problems
+
+
+def _checked(
+    pod: dict[str, Any], annotations: dict[str, str], *, scheduler: str
+) -> tuple[PartitionRequest | None, str]:
+    """The request a pod being created asks for (None if its annotations are bad), and every
+    problem with the pod, joined for the AdmissionReview's message ("" if none)."""
+    asked, problems = annotation_problems(annotations)
     chosen = (pod.get("spec") or {}).get("schedulerName")
     if chosen not in (None, "", "default-scheduler", scheduler):
         problems.append(
@@ -207,7 +215,7 @@ def _escape(key: str) -> str:
     return key.replace("~", "~0").replace("/", "~1")
 
 
-def _review(
+def review(
     request: dict[str, Any], *, allowed: bool, message: str = "", patch: list[Any] | None = None
 ) -> dict[str, Any]:
     response: dict[str, Any] = {"uid": request["uid"], "allowed": allowed}

@@ -1,0 +1,59 @@
+"""Admission of KServe InferenceServices that carry ``mipart.io/`` annotations.
+
+KServe copies an InferenceService's annotations, merged with those of each part
+(``spec.predictor.annotations``, the part's own winning), onto the pods of that part. A bad
+key would be copied too, and the webhook would then refuse every pod the ReplicaSet makes,
+where the user does not look. So the InferenceService itself is refused, at ``kubectl
+apply``, with the message each pod would get.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mipart.cluster.annotations import names_mipart
+from mipart.cluster.http import BadRequest
+from mipart.contract.kserve import COMPONENTS
+from mipart.webhook.mutate import annotation_problems, request_of, review
+
+
+def validate_inference_service(body: Any) -> dict[str, Any]:
+    request = request_of(body)
+    if request.get("operation") not in ("CREATE", "UPDATE"):
+        return review(request, allowed=True)
+    problems: list[str] = []
+    for part, given in pod_annotations(request.get("object")).items():
+        if not names_mipart(given):
+            continue
+        _, found = annotation_problems(given)
+        if found:
+            problems.append(f"the {part}'s pods would be refused: {'; '.join(found)}")
+    return review(request, allowed=not problems, message="; ".join(problems))
+
+
+def pod_annotations(service: Any) -> dict[str, dict[str, str]]:
+    """The annotations each part's pods get, by part, for the parts the InferenceService has."""
+    if not isinstance(service, dict):
+        raise BadRequest("AdmissionReview.request.object must be an object")
+    own = _map(service.get("metadata"), "metadata")
+    spec = service.get("spec") or {}
+    if not isinstance(spec, dict):
+        raise BadRequest("AdmissionReview.request.object.spec must be an object")
+    parts: dict[str, dict[str, str]] = {}
+    for part in COMPONENTS:
+        if spec.get(part) is None:
+            continue
+        parts[part] = {**own, **_map(spec[part], f"spec.{part}")}
+    return parts
+
+
+def _map(holder: Any, where: str) -> dict[str, str]:
+    """``holder.annotations`` as strings; BadRequest if the shape is not an object's."""
+    if holder is None:
+        return {}
+    if not isinstance(holder, dict):
+        raise BadRequest(f"AdmissionReview.request.object.{where} must be an object")
+    annotations = holder.get("annotations") or {}
+    if not isinstance(annotations, dict):
+        raise BadRequest(f"AdmissionReview.request.object.{where}.annotations must be a map")
+    return {str(k): str(v) for k, v in annotations.items()}
