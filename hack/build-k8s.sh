@@ -3,7 +3,8 @@
 # kube-controller-manager, kube-scheduler, kubectl, kubelet and etcd from the k8s.io/kubernetes
 # Go module, kwok from sigs.k8s.io/kwok, helm from helm.sh/helm/v4, containerd (with ctr and its
 # runc shim) from github.com/containerd/containerd/v2, and the program of the pause image from
-# Kubernetes' build/pause, at the versions pinned in hack/versions.env.
+# Kubernetes' build/pause, and KServe's controller manager (with its CRDs and ConfigMap) from
+# github.com/kserve/kserve, at the versions pinned in hack/versions.env.
 #
 # The real node (hack/devcluster/realnode.py) also needs runc, the CNI plugins and a static
 # busybox from Debian: run as root, the script installs them with apt-get when missing (also
@@ -14,6 +15,7 @@
 #   hack/build-k8s.sh                 build what is missing, print progress
 #   hack/build-k8s.sh --print-bin-dir print the cache bin directory (builds nothing)
 #   hack/build-k8s.sh --print-cache-dir print the cache root, shared with other builds
+#   hack/build-k8s.sh --print-kserve-dir print where KServe's CRDs and ConfigMap are kept
 #   hack/build-k8s.sh --check         exit 0 when every binary is already cached
 #
 # Environment: MIPART_CACHE_DIR (default ${XDG_CACHE_HOME:-~/.cache}/mipart).
@@ -40,13 +42,18 @@ PAUSE="${ROOT}/share/pause"
 # kwok's stage definitions (how fake nodes and pods move through their lifecycle), copied
 # from the same kwok release so that they match the binary.
 KWOK_STAGES="${ROOT}/share/kwok-stages.yaml"
+# KServe's controller manager, the peer of the KServe tests (hack/devcluster/kserve.py), and
+# what it is installed with: its CRDs and its ConfigMap, from the same module. Keyed apart.
+KSERVE_STAMP="${BIN_DIR}/.kserve-${KSERVE_VERSION}"
+KSERVE_SHARE="${ROOT}/share/kserve-${KSERVE_VERSION}"
 
 all_cached() {
   local b
   for b in "${BINARIES[@]}" "${CONTAINERD_BINARIES[@]}"; do
     [[ -x "${BIN_DIR}/${b}" ]] || return 1
   done
-  [[ -f "${KWOK_STAGES}" && -f "${HELM_STAMP}" && -f "${CONTAINERD_STAMP}" && -x "${PAUSE}" ]]
+  [[ -f "${KWOK_STAGES}" && -f "${HELM_STAMP}" && -f "${CONTAINERD_STAMP}" && -x "${PAUSE}" ]] &&
+    [[ -x "${BIN_DIR}/kserve-manager" && -f "${KSERVE_STAMP}" && -d "${KSERVE_SHARE}" ]]
 }
 
 all_containerd_built() {
@@ -59,9 +66,10 @@ all_containerd_built() {
 case "${1:-}" in
   --print-bin-dir) echo "${BIN_DIR}"; exit 0 ;;
   --print-cache-dir) echo "${CACHE_ROOT}"; exit 0 ;;
+  --print-kserve-dir) echo "${KSERVE_SHARE}"; exit 0 ;;
   --check) all_cached; exit $? ;;
   "") ;;
-  *) echo "usage: $0 [--print-bin-dir|--print-cache-dir|--check]" >&2; exit 2 ;;
+  *) echo "usage: $0 [--print-bin-dir|--print-cache-dir|--print-kserve-dir|--check]" >&2; exit 2 ;;
 esac
 
 START=$SECONDS
@@ -287,6 +295,23 @@ if [[ ! -x "${PAUSE}" ]]; then
   mv -f "${PAUSE}.tmp" "${PAUSE}"
 fi
 
+# --- KServe's controller manager. Its go.mod pins controller-runtime with a replace directive,
+# which only a build inside that module honours: it is built in a writable copy of the module.
+if [[ ! -x "${BIN_DIR}/kserve-manager" || ! -f "${KSERVE_STAMP}" || ! -d "${KSERVE_SHARE}" ]]; then
+  log "downloading github.com/kserve/kserve@${KSERVE_VERSION} (first run only)"
+  kserve_dir="$(cd "${ROOT}" && go mod download -json "github.com/kserve/kserve@${KSERVE_VERSION}" |
+    sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')"
+  kserve_src="${ROOT}/kserve-src"
+  rm -rf "${kserve_src}"; cp -r "${kserve_dir}" "${kserve_src}"; chmod -R u+w "${kserve_src}"
+  go_build kserve-manager "${kserve_src}" "${kserve_src}/.kserve-manager.tmp" \
+    build -v -ldflags "-s -w" -o "${kserve_src}/.kserve-manager.tmp" ./cmd/manager
+  rm -rf "${KSERVE_SHARE}"; mkdir -p "${KSERVE_SHARE}"
+  cp -r "${kserve_src}/config/crd" "${KSERVE_SHARE}/crd"
+  cp "${kserve_src}/config/configmap/inferenceservice.yaml" "${KSERVE_SHARE}/inferenceservice-config.yaml"
+  rm -rf "${kserve_src}" "${BIN_DIR}"/.kserve-*
+  touch "${KSERVE_STAMP}"
+fi
+
 if [[ ! -f "${KWOK_STAGES}" ]]; then
   kwok_dir="$(cd "${ROOT}" && go mod download -json "sigs.k8s.io/kwok@${KWOK_VERSION}" |
     sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')"
@@ -303,4 +328,4 @@ if [[ ! -f "${KWOK_STAGES}" ]]; then
   log "wrote ${KWOK_STAGES}"
 fi
 
-log "done in $((SECONDS - START))s: ${BIN_DIR} (${BINARIES[*]} ${CONTAINERD_BINARIES[*]})"
+log "done in $((SECONDS - START))s: ${BIN_DIR} (${BINARIES[*]} ${CONTAINERD_BINARIES[*]} kserve-manager)"

@@ -30,6 +30,12 @@ def cache_dir() -> Path:
     return Path(_ask("--print-cache-dir"))
 
 
+def kserve_dir() -> Path:
+    """KServe's CRDs (``crd/``, a kustomization) and its ConfigMap, from the module the
+    build script built ``kserve-manager`` from."""
+    return Path(_ask("--print-kserve-dir"))
+
+
 def _ask(flag: str) -> str:
     return subprocess.run(
         [str(BUILD_SCRIPT), flag], capture_output=True, text=True, check=True

@@ -9,7 +9,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,11 +60,12 @@ class Process:
         log: Path,
         *,
         detach: bool,
+        env: Mapping[str, str] | None = None,
     ) -> Process:
         """Start argv with stdout and stderr in log.
 
         detach: the process outlives this one (the shell's `hack/cluster up`); otherwise it is
-        killed when this process dies.
+        killed when this process dies. env: variables set on top of this process's.
         """
         log.parent.mkdir(parents=True, exist_ok=True)
         with log.open("ab") as out:
@@ -75,6 +76,7 @@ class Process:
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
+                env=None if env is None else {**os.environ, **env},
                 start_new_session=True,  # a Ctrl-C in the terminal goes to us, not to them
                 preexec_fn=None if detach else _die_with_parent,  # noqa: PLW1509
             )

@@ -4,7 +4,8 @@ KServe copies an InferenceService's annotations, merged with those of each part
 (``spec.predictor.annotations``, the part's own winning), onto the pods of that part. A bad
 key would be copied too, and the webhook would then refuse every pod the ReplicaSet makes,
 where the user does not look. So the InferenceService itself is refused, at ``kubectl
-apply``, with the message each pod would get.
+apply``, with the message each pod would get. mipart keys on the InferenceService's own
+metadata are refused when it has a transformer or an explainer: those pods would get them too.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any
 
 from mipart.cluster.annotations import names_mipart
 from mipart.cluster.http import BadRequest
+from mipart.contract.annotations import PREFIX
 from mipart.contract.kserve import COMPONENTS
 from mipart.webhook.mutate import annotation_problems, request_of, review
 
@@ -22,7 +24,18 @@ def validate_inference_service(body: Any) -> dict[str, Any]:
     if request.get("operation") not in ("CREATE", "UPDATE"):
         return review(request, allowed=True)
     problems: list[str] = []
-    for part, given in pod_annotations(request.get("object")).items():
+    parts = pod_annotations(request.get("object"))
+    metadata = _map(request["object"].get("metadata"), "metadata")
+    own = sorted(key for key in metadata if key.startswith(PREFIX))
+    others = [part for part in parts if part != "predictor"]
+    if own and others:
+        # A transformer or explainer would become a mipart pod too, sized for the model.
+        problems.append(
+            f"metadata.annotations: {', '.join(own)} would reach the pods of the "
+            f"{' and the '.join(others)} too (KServe copies the InferenceService's annotations "
+            "onto every part); put them on spec.predictor.annotations"
+        )
+    for part, given in parts.items():
         if not names_mipart(given):
             continue
         _, found = annotation_problems(given)

@@ -70,13 +70,23 @@ def test_a_bad_key_is_refused_with_the_pods_own_message(
     )
 
 
-def test_each_part_is_checked_with_what_it_gets() -> None:
-    """The service's keys reach every part; a part's own keys only its pods."""
-    obj = service({"mipart.io/qos": "batch"},
-                  predictor={"mipart.io/memory": "20Gi"}, transformer={"x": "y"})  # fmt: skip
+def test_each_part_is_checked_with_its_own_annotations() -> None:
+    obj = service(predictor={"mipart.io/memory": "20Gi"}, transformer={"mipart.io/qos": "batch"})
     message = answer(obj)["status"]["message"]
-    assert "the predictor's" not in message
     assert message.startswith("the transformer's pods would be refused: mipart.io/memory")
+    assert "the predictor's" not in message
+
+
+def test_the_services_own_keys_are_refused_when_they_would_reach_a_transformer() -> None:
+    obj = service({"mipart.io/memory": "20Gi", "mipart.io/qos": "batch", "team": "a"},
+                  predictor={}, transformer={"x": "y"})  # fmt: skip
+    assert answer(obj)["status"]["message"] == (
+        "metadata.annotations: mipart.io/memory, mipart.io/qos would reach the pods of the "
+        "transformer too (KServe copies the InferenceService's annotations onto every part); "
+        "put them on spec.predictor.annotations"
+    )
+    moved = service({"team": "a"}, predictor={"mipart.io/memory": "20Gi"}, explainer={"x": "y"})
+    assert answer(moved)["allowed"] is True
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,262 @@
+"""KServe InferenceServices as their users meet mipart, with KServe's real controller manager
+(hack/devcluster/kserve.py, RawDeployment mode): an InferenceService becomes a Deployment whose
+pods mipart's webhook mutates and the extender places on partitions, with the annotations
+KServe gives them; a bad mipart annotation is refused at apply, with the message its pods
+would get; replicas come and go through the InferenceService's own spec."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from kubernetes import client
+
+from hack.devcluster import kube
+from hack.devcluster.controlplane import ControlPlane
+from hack.devcluster.kserve import INFERENCESERVICES, KServe
+from hack.devcluster.procs import wait_until
+from hack.devcluster.stack import Stack
+from mipart.contract.annotations import ALLOCATION, MEMORY, QOS
+from mipart.contract.kserve import (
+    INFERENCESERVICE_API_VERSION,
+    INFERENCESERVICE_KIND,
+    INFERENCESERVICE_LABEL,
+    INFERENCESERVICE_PLURAL,
+)
+from mipart.contract.resources import PARTITION_RESOURCE
+from tests.integration.test_extender import check_no_overcommit
+
+pytestmark = pytest.mark.integration
+
+GI = 2**30
+
+
+@pytest.fixture(scope="module")
+def kserve(
+    control_plane: ControlPlane, api: Any, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[KServe]:
+    peer = KServe(control_plane, tmp_path_factory.mktemp("kserve"))
+    peer.start(api)
+    yield peer
+    peer.stop()
+
+
+class Services:
+    """The test's InferenceServices in its namespace, and their pods."""
+
+    def __init__(self, api: Any, namespace: str, workdir: Path) -> None:
+        self.api = api
+        self.namespace = namespace
+        self.workdir = workdir
+        self.objects = kube.custom_objects(api)
+
+    def manifest(
+        self,
+        name: str,
+        annotations: dict[str, str] | None = None,
+        predictor: dict[str, str] | None = None,
+        replicas: int = 1,
+    ) -> dict[str, Any]:
+        return {
+            "apiVersion": INFERENCESERVICE_API_VERSION,
+            "kind": INFERENCESERVICE_KIND,
+            "metadata": {"name": name, "annotations": annotations or {}},
+            "spec": {
+                "predictor": {
+                    "annotations": predictor or {},
+                    "minReplicas": replicas,
+                    "maxReplicas": replicas,
+                    "containers": [{"name": "kserve-container", "image": "vllm/vllm-openai"}],
+                }
+            },
+        }
+
+    def write(self, manifest: dict[str, Any]) -> Path:
+        path = self.workdir / f"{manifest['metadata']['name']}.yaml"
+        path.write_text(yaml.safe_dump(manifest))
+        return path
+
+    def create(self, manifest: dict[str, Any]) -> None:
+        self.objects.create_namespaced_custom_object(
+            *INFERENCESERVICES, self.namespace, INFERENCESERVICE_PLURAL, manifest
+        )
+
+    def scale(self, name: str, replicas: int) -> None:
+        patch = {"spec": {"predictor": {"minReplicas": replicas, "maxReplicas": replicas}}}
+        self.objects.patch_namespaced_custom_object(
+            *INFERENCESERVICES, self.namespace, INFERENCESERVICE_PLURAL, name, patch
+        )
+
+    def pods(self, name: str) -> list[dict[str, Any]]:
+        """The live pods of InferenceService ``name`` (not those being deleted)."""
+        listing = kube.core(self.api).list_namespaced_pod(
+            self.namespace, label_selector=f"{INFERENCESERVICE_LABEL}={name}",
+            _preload_content=False,
+        )  # fmt: skip
+        items = json.loads(listing.data)["items"]
+        return [p for p in items if not p["metadata"].get("deletionTimestamp")]
+
+    def bound(self, name: str, count: int) -> list[dict[str, Any]]:
+        """Waits until ``count`` live pods of ``name`` are bound (and no other is live)."""
+
+        def ready() -> bool:
+            live = self.pods(name)
+            return len(live) == count and all(p["spec"].get("nodeName") for p in live)
+
+        wait_until(f"{count} pod(s) of {name} bound", ready, timeout=120)
+        return self.pods(name)
+
+    def delete_all(self) -> None:
+        for item in self.objects.list_namespaced_custom_object(
+            *INFERENCESERVICES, self.namespace, INFERENCESERVICE_PLURAL
+        )["items"]:
+            self.objects.delete_namespaced_custom_object(
+                *INFERENCESERVICES, self.namespace, INFERENCESERVICE_PLURAL,
+                item["metadata"]["name"],
+            )  # fmt: skip
+        # The Deployments go with them (owned); the namespace's clean-up then finds no
+        # controller making pods again.
+        wait_until(
+            "the InferenceServices' Deployments gone",
+            lambda: not kube.apps(self.api).list_namespaced_deployment(self.namespace).items,
+            timeout=60,
+        )
+
+
+@pytest.fixture
+def services(kserve: KServe, api: Any, namespace: str, tmp_path: Path) -> Iterator[Services]:
+    made = Services(api, namespace, tmp_path)
+    yield made
+    made.delete_all()
+
+
+def refusal(err: client.ApiException) -> str:
+    """What an admission webhook said, without the API server's framing."""
+    message: str = json.loads(err.body or "{}")["message"]
+    return message.split("denied the request: ", 1)[-1]
+
+
+def test_an_inferenceservice_runs_on_a_partition_with_both_annotation_paths(
+    stack: Stack, api: Any, namespace: str, control_plane: ControlPlane, services: Services
+) -> None:
+    """The service's annotations and the predictor's both reach the pod; the predictor's win
+    a clash. The pod is mipart's: its scheduler, its partition request, its allocation."""
+    for name in control_plane.node_names[:2]:
+        stack.start_daemon(name)
+    stack.wait_published(api)
+    stack.start_webhook(api)
+    stack.start_extender()
+
+    services.create(
+        services.manifest(
+            "chat",
+            annotations={MEMORY: "20Gi", QOS: "batch", "team": "search"},
+            predictor={MEMORY: "40Gi"},
+        )
+    )
+    (pod,) = services.bound("chat", 1)
+    annotations = pod["metadata"]["annotations"]
+    assert annotations[MEMORY] == "40Gi"  # the predictor's, over the service's 20Gi
+    assert annotations[QOS] == "batch"  # the service's own
+    assert annotations["team"] == "search"
+    assert pod["spec"]["schedulerName"] == "mipart-scheduler"
+    container = pod["spec"]["containers"][0]
+    assert container["name"] == "kserve-container"
+    assert container["resources"]["limits"][PARTITION_RESOURCE] == "1"
+    allocation = json.loads(annotations[ALLOCATION])
+    assert allocation["memoryBytes"] == 40 * GI
+    assert allocation["node"] == pod["spec"]["nodeName"] in control_plane.node_names[:2]
+    check_no_overcommit(api, [pod])
+
+
+def test_a_bad_mipart_annotation_is_refused_at_apply_with_the_pods_message(
+    stack: Stack, api: Any, namespace: str, control_plane: ControlPlane, services: Services
+) -> None:
+    """Refused where the user applies it, not pod by pod in a ReplicaSet's Events; on update
+    too, and the service stays as it was."""
+    stack.start_webhook(api)
+    core = kube.core(api)
+    for where, bad in (
+        ("service", {"mipart.io/memroy": "20Gi"}),
+        ("predictor", {MEMORY: "20Gi", ALLOCATION: '{"v": 1}'}),
+        ("predictor", {QOS: "batch"}),
+    ):
+        pod = {
+            "metadata": {"name": "probe", "annotations": bad},
+            "spec": {"containers": [{"name": "kserve-container", "image": "vllm"}]},
+        }
+        with pytest.raises(client.ApiException) as refused:
+            core.create_namespaced_pod(namespace, pod)
+        pods_message = refusal(refused.value)
+        manifest = (
+            services.manifest("bad", annotations=bad)
+            if where == "service"
+            else services.manifest("bad", predictor=bad)
+        )
+        applied = control_plane.kubectl(
+            "apply", "-n", namespace, "-f", str(services.write(manifest)), check=False
+        )
+        assert applied.returncode != 0
+        assert (
+            'admission webhook "inferenceservices.validate.mipart.io" denied the request: '
+            f"the predictor's pods would be refused: {pods_message}"
+        ) in applied.stderr, applied.stderr
+
+    good = services.manifest("good", annotations={MEMORY: "20Gi"})
+    applied = control_plane.kubectl("apply", "-n", namespace, "-f", str(services.write(good)))
+    assert applied.returncode == 0
+    good["metadata"]["annotations"]["mipart.io/qos"] = "Latency"
+    applied = control_plane.kubectl(
+        "apply", "-n", namespace, "-f", str(services.write(good)), check=False
+    )
+    assert applied.returncode != 0
+    assert "mipart.io/qos: 'Latency' is not valid" in applied.stderr
+    kept = services.objects.get_namespaced_custom_object(
+        *INFERENCESERVICES, namespace, INFERENCESERVICE_PLURAL, "good"
+    )
+    assert QOS not in kept["metadata"]["annotations"]
+
+
+def test_replicas_come_and_go_through_the_services_spec(
+    stack: Stack, api: Any, namespace: str, control_plane: ControlPlane, services: Services
+) -> None:
+    """1 -> 3 -> 1 replicas through minReplicas/maxReplicas: each new replica gets its own
+    partition, and those a scale-down frees go to the pod that was waiting for them."""
+    # Three SPX GPUs hold a 150Gi replica each; the other five are CPX (24Gi partitions).
+    (node,) = control_plane.node_names[:1]
+    stack.start_daemon(node, dict.fromkeys(range(3, 8), "CPX"))
+    stack.wait_published(api)
+    stack.start_webhook(api)
+    stack.start_extender()
+
+    services.create(services.manifest("big", annotations={MEMORY: "150Gi"}))
+    (first,) = services.bound("big", 1)
+
+    def gpus(pods: list[dict[str, Any]]) -> set[str]:
+        return {
+            part
+            for p in pods
+            for part in json.loads(p["metadata"]["annotations"][ALLOCATION])["partitions"]
+        }
+
+    services.scale("big", 3)
+    three = services.bound("big", 3)
+    assert len(gpus(three)) == 3  # a partition each
+    assert gpus([first]) <= gpus(three)  # the first replica stays where it was
+    check_no_overcommit(api, three)
+
+    services.create(services.manifest("next", annotations={MEMORY: "150Gi"}))
+    wait_until("next waiting", lambda: len(services.pods("next")) == 1, timeout=60)
+    (waiting,) = services.pods("next")
+    assert not waiting["spec"].get("nodeName")  # every SPX GPU is taken
+
+    services.scale("big", 1)
+    (kept,) = services.bound("big", 1)
+    (placed,) = services.bound("next", 1)
+    freed = gpus(three) - gpus([kept])
+    assert gpus([placed]) <= freed
+    check_no_overcommit(api, [kept, placed])
