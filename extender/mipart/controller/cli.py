@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from mipart.cluster.annotations import AnnotationError, parse_request
+from mipart.contract.kserve import INFERENCESERVICE_LABEL
 from mipart.contract.resources import CONTROLLER_COMPONENT
 from mipart.controller.pods import is_gated, qos_of, queued_pod
 from mipart.geometry import Rounding, format_bytes
@@ -44,7 +45,8 @@ NO_EVENT = (
     "or the Event expired on the API server)"
 )
 UNREADABLE = "unknown: no Events were read (listing them was refused, or the input has none)"
-COLUMNS = ("POS", "CLASS", "POD", "MEMORY", "PARTS", "WAITED", "REASON")
+# SERVICE: the KServe InferenceService a pod belongs to ("-" for a plain pod).
+COLUMNS = ("POS", "CLASS", "POD", "SERVICE", "MEMORY", "PARTS", "WAITED", "REASON")
 _RIGHT = {"POS", "MEMORY", "PARTS", "WAITED"}
 
 EPILOG = """credentials, as kubectl finds them: --kubeconfig, else $KUBECONFIG (its files
@@ -202,6 +204,7 @@ def queue_rows(
             "position": n,
             "qos": q.qos.value,
             "pod": q.key,
+            "inferenceService": _service_of(by_uid[q.uid]),
             "memoryPerPartition": format_bytes(q.request.memory_bytes, Rounding.UP),
             "partitions": q.request.partitions,
             "waitSeconds": max(0, int(now - q.created)),
@@ -218,6 +221,7 @@ def queue_rows(
                     "position": None,
                     "qos": qos_of(pod).value,
                     "pod": f"{meta.get('namespace')}/{meta.get('name')}",
+                    "inferenceService": _service_of(pod),
                     "memoryPerPartition": None,
                     "partitions": None,
                     "waitSeconds": max(0, int(now - _timestamp(meta.get("creationTimestamp")))),
@@ -257,6 +261,7 @@ def render_table(rows: Sequence[Row]) -> list[str]:
             "-" if r["position"] is None else str(r["position"]),
             r["qos"],
             r["pod"],
+            r["inferenceService"] or "-",
             r["memoryPerPartition"] or "-",
             "-" if r["partitions"] is None else str(r["partitions"]),
             format_wait(r["waitSeconds"]),
@@ -303,6 +308,12 @@ def _write(out: TextIO, lines: Iterable[str]) -> None:
     for text in lines:
         out.write(text + "\n")
     out.flush()
+
+
+def _service_of(pod: dict[str, Any]) -> str | None:
+    labels = pod["metadata"].get("labels") or {}
+    name = labels.get(INFERENCESERVICE_LABEL)
+    return str(name) if name else None
 
 
 def _annotation_problem(pod: dict[str, Any]) -> str:

@@ -21,6 +21,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from mipart.cluster.reporter import EventReporter
 from mipart.cluster.view import ClusterState
 from mipart.contract.planned_partitions import PlannedPartitions
+from mipart.controller.kserve import InferenceServices
 from mipart.controller.pods import (
     is_gated,
     is_in_flight,
@@ -97,6 +98,7 @@ class Releaser:
         self._hold_s = hold_s
         self._state = state
         self._events = events
+        self._services = InferenceServices(api)
         self._metrics = QueueMetrics(registry)
         self._admissions = admissions
         self._preemptor = Preemptor(api, events, registry, protect_s=retry_refused_s)
@@ -208,6 +210,10 @@ class Releaser:
         if uid not in self._announced:
             self._announced.add(uid)
             self._events.normal(pod, "Queued", message)
+            service = self._services.of(pod)
+            if service is not None:  # a KServe pod: said where its user looks too
+                note = f"pod {pod['metadata']['name']}: {message}"
+                self._events.normal_about(service, "Queued", note, for_pod=uid)
 
     def _release(
         self,

@@ -135,6 +135,7 @@ def test_rows_in_class_order_then_arrival_with_every_field() -> None:
         "position": 1,
         "qos": "latency",
         "pod": "serving/chat",
+        "inferenceService": None,
         "memoryPerPartition": "4Gi",
         "partitions": 1,
         "waitSeconds": 2,
@@ -209,15 +210,18 @@ def test_table_columns_and_alignment() -> None:
         pod("offline-012", qos="batch", memory="8Gi", waited=192),
     ]
     events = [event("offline-012", "Queued", "batch queue, position 2 of 2: no room")]
+    pods[0]["metadata"]["labels"] = {"serving.kserve.io/inferenceservice": "chat"}
     lines = render_table(queue_rows(pods, events, now=NOW))
-    assert lines[0].split() == ["POS", "CLASS", "POD", "MEMORY", "PARTS", "WAITED", "REASON"]
-    first = lines[1].split(None, 6)
-    second = lines[2].split(None, 6)
-    assert first[:6] == ["1", "latency", "serving/chat-7f9c", "4Gi", "1", "0s"]
-    assert first[6] == NO_EVENT
-    assert second == ["2", "batch", "serving/offline-012", "8Gi", "1", "3m12s", "no room"]
+    assert lines[0].split() == [
+        "POS", "CLASS", "POD", "SERVICE", "MEMORY", "PARTS", "WAITED", "REASON"
+    ]  # fmt: skip
+    first = lines[1].split(None, 7)
+    second = lines[2].split(None, 7)
+    assert first[:7] == ["1", "latency", "serving/chat-7f9c", "chat", "4Gi", "1", "0s"]
+    assert first[7] == NO_EVENT
+    assert second == ["2", "batch", "serving/offline-012", "-", "8Gi", "1", "3m12s", "no room"]
     # Every column starts where its heading does (the reason, last, too).
-    for heading in ("CLASS", "POD", "REASON"):
+    for heading in ("CLASS", "POD", "SERVICE", "REASON"):
         at = lines[0].index(heading)
         assert lines[1][at - 1] == " "
         assert lines[1][at] != " "
@@ -225,8 +229,10 @@ def test_table_columns_and_alignment() -> None:
 
 
 def test_json_lines_carry_the_same_fields() -> None:
+    kserve = pod("a", qos="batch", waited=75)
+    kserve["metadata"]["labels"] = {"serving.kserve.io/inferenceservice": "qwen"}
     rows = queue_rows(
-        [pod("a", qos="batch", waited=75)],
+        [kserve],
         [event("a", "Queued", "batch queue, position 1 of 1: no room")],
         now=NOW,
     )
@@ -235,6 +241,7 @@ def test_json_lines_carry_the_same_fields() -> None:
         "position": 1,
         "qos": "batch",
         "pod": "serving/a",
+        "inferenceService": "qwen",
         "memoryPerPartition": "20Gi",
         "partitions": 1,
         "waitSeconds": 75,
