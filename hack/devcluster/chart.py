@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from hack.devcluster.binaries import REPO_ROOT, ensure_built
+from hack.devcluster.binaries import REPO_ROOT, ensure_built, kserve_dir
 
 CHART = REPO_ROOT / "manifests" / "charts" / "mipart"
 CRDS = CHART / "crds"
@@ -100,8 +100,8 @@ PEER_CRDS = {
 
 
 def peer_crds() -> list[Path]:
-    """The CRD files of cert-manager and the Prometheus Operator that the chart's optional
-    objects are instances of (downloaded once into the Go module cache)."""
+    """The CRD files of cert-manager, the Prometheus Operator and KServe that the chart's
+    optional objects are instances of (downloaded once into the Go module cache)."""
     versions = _pinned_versions()
     files: list[Path] = []
     for key, (module, folder, names) in PEER_CRDS.items():
@@ -115,7 +115,8 @@ def peer_crds() -> list[Path]:
             raise RuntimeError(f"go mod download {module}@{versions[key]}:\n{result.stdout}")
         directory = Path(json.loads(result.stdout)["Dir"]) / folder
         files += [directory / name for name in names]
-    return files
+    # KServe's, kept beside the KServe manager that hack/build-k8s.sh builds from its module.
+    return [*files, kserve_dir() / "crd" / "full" / "serving.kserve.io_clusterservingruntimes.yaml"]
 
 
 def _pinned_versions() -> dict[str, str]:

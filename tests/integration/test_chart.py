@@ -66,6 +66,7 @@ COMBINATIONS: dict[str, dict[str, Any]] = {
         "scheduler": {"replicas": 1},
     },
     "node-feature-rule": {"daemon": {"nodeFeatureRule": True}},
+    "kserve-runtime": {"kserve": {"runtime": {"enabled": True, "image": "vllm-rocm-mipart:1"}}},
     "host-network": {
         "daemon": {"hostNetwork": True, "env": [{"name": "HTTPS_PROXY", "value": "http://p:3128"}]}
     },
@@ -350,8 +351,8 @@ def test_layouts_reach_the_daemon() -> None:
 
 @pytest.fixture(scope="module")
 def peer_crds(control_plane: ControlPlane) -> None:
-    """cert-manager's and the Prometheus Operator's CRDs, so that the chart's objects for them
-    are checked by the apiserver like every other."""
+    """cert-manager's, the Prometheus Operator's and KServe's ClusterServingRuntime CRDs, so
+    that the chart's objects for them are checked by the apiserver like every other."""
     for path in chart.peer_crds():
         control_plane.kubectl("apply", "--server-side", "-f", str(path))
     control_plane.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd", "--all")

@@ -71,6 +71,14 @@ def build_parser() -> argparse.ArgumentParser:
         "Hugging Face cache, then mipart's catalog",
     )
     p.add_argument(
+        "--default-model",
+        type=Path,
+        metavar="DIR",
+        help="serve the model in DIR when the vLLM arguments name none and DIR exists: a "
+        "KServe runtime's, where the storage initializer puts the storageUri's model "
+        "(/mnt/models)",
+    )
+    p.add_argument(
         "--startup-timeout",
         type=int,
         default=DEFAULT_STARTUP_TIMEOUT_S,
@@ -93,7 +101,7 @@ def main(argv: list[str] | None = None, env: Mapping[str, str] | None = None) ->
         allocation = _allocation(args, environ)
         check_allocation(allocation, environ)
         check_fit(allocation)
-        user = vllm_args.parse(args.vllm)
+        user = _user_args(args.vllm, args.default_model)
         vllm_args.check(user, allocation.tensor_parallel)
         model = model_config.find(user.model, args.model_config, environ)
         note = check_model(user.model, model.spec, environ)
@@ -140,6 +148,20 @@ def main(argv: list[str] | None = None, env: Mapping[str, str] | None = None) ->
         ),
         command,
     )
+
+
+def _user_args(argv: list[str], default: Path | None) -> vllm_args.UserArgs:
+    if default is None:
+        return vllm_args.parse(argv)
+    try:
+        return vllm_args.parse(argv, default_model=str(default) if default.is_dir() else None)
+    except vllm_args.ArgumentConflict as err:
+        if default.is_dir():
+            raise
+        raise vllm_args.ArgumentConflict(
+            f"{err}; nothing at --default-model {default} either (with KServe: give the "
+            "InferenceService a storageUri, or --model in spec.predictor.model.args)"
+        ) from None
 
 
 def _allocation(args: argparse.Namespace, env: Mapping[str, str]) -> ContainerAllocation:

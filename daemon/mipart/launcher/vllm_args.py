@@ -63,8 +63,10 @@ class UserArgs:
         return None if value is None else human_int(flag, value)
 
 
-def parse(argv: Sequence[str]) -> UserArgs:
-    """``[serve] MODEL [options]`` or ``[serve] --model MODEL [options]``."""
+def parse(argv: Sequence[str], *, default_model: str | None = None) -> UserArgs:
+    """``[serve] MODEL [options]`` or ``[serve] --model MODEL [options]``; ``default_model``
+    when they name none (KServe's storage initializer puts a storageUri's model in a
+    directory the runtime names)."""
     args = list(argv)
     if args and args[0] == "serve":
         args = args[1:]
@@ -91,7 +93,7 @@ def parse(argv: Sequence[str]) -> UserArgs:
             raise ArgumentConflict(f"{name}: given twice ({values[flag]!r} and {value!r})")
         values[flag] = value
         i += 1
-    model = values.get("--model") or (positional[0] if positional else None)
+    model = values.get("--model") or (positional[0] if positional else None) or default_model
     if model is None:
         raise ArgumentConflict("no model: give `serve MODEL` or --model MODEL")
     if positional and "--model" in values:

@@ -265,3 +265,28 @@ def test_the_model_served_must_be_the_one_the_memory_was_sized_for(
     code, _, err = run(capsys, "serve", str(local), "--max-model-len", "8k", env=sized)
     assert code == 0, err
     assert f"which has the architecture of {llama_8b}" in err
+
+
+def test_a_kserve_runtime_serves_the_storage_uris_model_unless_the_arguments_name_one(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """KServe's storage initializer leaves a storageUri's model in /mnt/models; a runtime's
+    --default-model names that place. Arguments that name a model win; with neither, the
+    error says what to give the InferenceService."""
+    models = tmp_path / "mnt-models"
+    models.mkdir()
+    (models / "config.json").write_text(json.dumps(LLAMA_8B_CONFIG))
+    runtime = ["--default-model", str(models), "serve", "--served-model-name", "chat"]
+
+    code, out, _ = run(capsys, *runtime, "--port", "8080")
+    assert code == 0
+    assert out.startswith(f"vllm serve {models} --served-model-name chat --port 8080 ")
+
+    code, out, _ = run(capsys, *runtime, "--model", "meta-llama/Llama-3.1-8B-Instruct")
+    assert code == 0
+    assert out.startswith("vllm serve --served-model-name chat --model meta-llama/Llama-3.1-8B")
+
+    code, out, err = run(capsys, "--default-model", str(tmp_path / "none"), "serve")
+    assert code == 1
+    assert "no model: give `serve MODEL` or --model MODEL; nothing at --default-model" in err
+    assert "give the InferenceService a storageUri, or --model in spec.predictor.model.args" in err

@@ -35,6 +35,7 @@ FIELDS = (
     "dtype",
     "quantization",
     "kv_cache_dtype",
+    "served_model_name",
 )
 
 

@@ -55,6 +55,17 @@ pod). The API server sets it for a pod-bound service account token. */}}
 {{- end -}}
 {{- end -}}
 
+{{/* Whether to ship the ClusterServingRuntime for KServe: "auto" when the cluster serves it
+and an image is given; "true" insists (and needs the image). */}}
+{{- define "mipart.kserveRuntime" -}}
+{{- $r := .Values.kserve.runtime -}}
+{{- $want := toString $r.enabled -}}
+{{- if eq $want "auto" -}}
+{{- if and $r.image (.Capabilities.APIVersions.Has "serving.kserve.io/v1alpha1/ClusterServingRuntime") -}}true{{- end -}}
+{{- else if eq $want "true" -}}true
+{{- end -}}
+{{- end -}}
+
 {{/* Pod-level securityContext for the components that run restricted. */}}
 {{- define "mipart.restrictedPod" -}}
 runAsNonRoot: true
