@@ -18,11 +18,13 @@ import pytest
 from hack.devcluster import images, kube
 from hack.devcluster.binaries import REPO_ROOT, ensure_built, is_built
 from hack.devcluster.controlplane import ControlPlane
+from hack.devcluster.kserve import KServe
 from hack.devcluster.node import Node
 from hack.devcluster.procs import wait_until
 from hack.devcluster.realnode import RealNode
 from hack.devcluster.stack import Stack
 from tests.daemon.agent.test_device_plugin import short_dir, start_with_peer
+from tests.support.kserve_services import Services
 from tests.support.kubelet_peer import KubeletPeer
 
 _PLANE = pytest.StashKey[ControlPlane]()
@@ -158,3 +160,23 @@ def pytest_runtest_makereport(
     if report.failed and real_node is not None and "real_node" in getattr(item, "fixturenames", ()):
         report.sections.append(("real node logs (tails)", real_node.log_tails()))
     return report
+
+
+@pytest.fixture(scope="module")
+def kserve(
+    control_plane: ControlPlane, api: Any, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[KServe]:
+    """KServe's real controller manager on the control plane (RawDeployment mode)."""
+    peer = KServe(control_plane, tmp_path_factory.mktemp("kserve"))
+    peer.start(api)
+    yield peer
+    peer.stop()
+
+
+@pytest.fixture
+def services(kserve: KServe, api: Any, namespace: str, tmp_path: Path) -> Iterator[Services]:
+    """InferenceServices in the test's namespace, deleted (their Deployments gone) before the
+    namespace is cleaned up."""
+    made = Services(api, namespace, tmp_path)
+    yield made
+    made.delete_all()

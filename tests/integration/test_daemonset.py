@@ -30,6 +30,7 @@ from hack.devcluster.procs import free_ports, wait_until
 from hack.devcluster.realnode import TAINT, RealNode
 from hack.devcluster.stack import Stack
 from mipart.contract.annotations import ALLOCATION, MEMORY, SHARING
+from tests.support.kserve_services import Services
 from tests.support.real_node import (
     TIMEOUT,
     allocatable,
@@ -251,3 +252,65 @@ def test_the_charts_daemonset_serves_partitions_on_a_real_node(
         assert {name: what_it_sees(control_plane, namespace, name) for name in names} == seen
         after = chart_daemon.smi.show()["gpus"]
         assert {p["id"]: p["render_minor"] for g in after for p in g["partitions"]} == render
+
+
+def test_an_inferenceservices_pod_starts_with_its_partition_on_a_real_node(
+    api: Any,
+    control_plane: ControlPlane,
+    real_node: RealNode,
+    chart_daemon: ChartDaemon,
+    stack: Stack,
+    namespace: str,
+    services: Services,
+) -> None:
+    """KServe's real controller makes the pod; mipart's webhook, extender and the chart's
+    daemon on the real kubelet give it its partition: the container sees that partition's
+    render node, its limit and the start-up socket."""
+    wait_until(
+        "the partitions in the node's allocatable",
+        lambda: allocatable(api, real_node.name) == SLOTS,
+        TIMEOUT,
+    )
+    gpus = chart_daemon.smi.show()["gpus"]
+    render = {p["id"]: p["render_minor"] for g in gpus for p in g["partitions"]}
+    wait_until(
+        "the daemon's GPUNode",
+        lambda: kube.gpunode(api, real_node.name).get("status", {}).get("partitionCount") == 8,
+        TIMEOUT,
+    )
+    stack.start_webhook(api)
+    stack.start_extender()
+    paths = [Path("/dev/kfd")] + [Path(f"/dev/dri/renderD{m}") for m in render.values()]
+    with device_nodes(paths):
+        services.create(
+            services.manifest(
+                "chat",
+                annotations={MEMORY: "40Gi"},
+                predictor={SHARING: "exclusive"},
+                container={
+                    "image": images.BUSYBOX_IMAGE,
+                    "imagePullPolicy": "Never",
+                    "command": ["sleep", "3600"],
+                },
+                pod={
+                    "nodeSelector": {"kubernetes.io/hostname": real_node.name},
+                    "tolerations": [{**TAINT, "operator": "Equal"}],
+                    "hostNetwork": True,
+                    "terminationGracePeriodSeconds": 0,
+                },
+            )
+        )
+        (pod,) = services.bound("chat", 1)
+        name = pod["metadata"]["name"]
+        running(api, namespace, name)
+        allocation = json.loads(pod["metadata"]["annotations"][ALLOCATION])
+        (partition,) = allocation["partitions"]
+        assert pod["metadata"]["annotations"][SHARING] == "exclusive"  # the predictor's
+        assert what_it_sees(control_plane, namespace, name) == {
+            "partitions": partition,
+            "hip": "0",
+            "memory limit": str(40 * 2**30),
+            "render nodes": [f"renderD{render[partition]}"],
+            "kfd": "character special file",
+            "startup socket dir": ["startup.sock"],
+        }

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from kubernetes import client
 
 from hack.devcluster import chart, kube
@@ -25,9 +24,7 @@ from hack.devcluster.procs import wait_until
 from hack.devcluster.stack import Stack
 from mipart.contract.annotations import ALLOCATION, MEMORY, MODEL, QOS, QUEUE
 from mipart.contract.kserve import (
-    INFERENCESERVICE_API_VERSION,
     INFERENCESERVICE_KIND,
-    INFERENCESERVICE_LABEL,
     INFERENCESERVICE_PLURAL,
 )
 from mipart.contract.resources import PARTITION_RESOURCE
@@ -35,116 +32,11 @@ from mipart.launcher import main as launcher
 from tests.daemon.launcher.test_launcher import LLAMA_8B_CONFIG
 from tests.daemon.launcher.test_vllm_parser import vllm_parse
 from tests.integration.test_extender import check_no_overcommit
+from tests.support.kserve_services import Services
 
 pytestmark = pytest.mark.integration
 
 GI = 2**30
-
-
-@pytest.fixture(scope="module")
-def kserve(
-    control_plane: ControlPlane, api: Any, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[KServe]:
-    peer = KServe(control_plane, tmp_path_factory.mktemp("kserve"))
-    peer.start(api)
-    yield peer
-    peer.stop()
-
-
-class Services:
-    """The test's InferenceServices in its namespace, and their pods."""
-
-    def __init__(self, api: Any, namespace: str, workdir: Path) -> None:
-        self.api = api
-        self.namespace = namespace
-        self.workdir = workdir
-        self.objects = kube.custom_objects(api)
-
-    def manifest(
-        self,
-        name: str,
-        annotations: dict[str, str] | None = None,
-        predictor: dict[str, str] | None = None,
-        replicas: int = 1,
-        model: dict[str, Any] | None = None,
-    ) -> dict[str, Any]:
-        """An InferenceService with a container of its own, or ``model`` (a runtime's)."""
-        serving: dict[str, Any] = (
-            {"model": model}
-            if model is not None
-            else {"containers": [{"name": "kserve-container", "image": "vllm/vllm-openai"}]}
-        )
-        return {
-            "apiVersion": INFERENCESERVICE_API_VERSION,
-            "kind": INFERENCESERVICE_KIND,
-            "metadata": {"name": name, "annotations": annotations or {}},
-            "spec": {
-                "predictor": {
-                    "annotations": predictor or {},
-                    "minReplicas": replicas,
-                    "maxReplicas": replicas,
-                    **serving,
-                }
-            },
-        }
-
-    def write(self, manifest: dict[str, Any]) -> Path:
-        path = self.workdir / f"{manifest['metadata']['name']}.yaml"
-        path.write_text(yaml.safe_dump(manifest))
-        return path
-
-    def create(self, manifest: dict[str, Any]) -> None:
-        self.objects.create_namespaced_custom_object(
-            *INFERENCESERVICES, self.namespace, INFERENCESERVICE_PLURAL, manifest
-        )
-
-    def scale(self, name: str, replicas: int) -> None:
-        patch = {"spec": {"predictor": {"minReplicas": replicas, "maxReplicas": replicas}}}
-        self.objects.patch_namespaced_custom_object(
-            *INFERENCESERVICES, self.namespace, INFERENCESERVICE_PLURAL, name, patch
-        )
-
-    def pods(self, name: str) -> list[dict[str, Any]]:
-        """The live pods of InferenceService ``name`` (not those being deleted)."""
-        listing = kube.core(self.api).list_namespaced_pod(
-            self.namespace, label_selector=f"{INFERENCESERVICE_LABEL}={name}",
-            _preload_content=False,
-        )  # fmt: skip
-        items = json.loads(listing.data)["items"]
-        return [p for p in items if not p["metadata"].get("deletionTimestamp")]
-
-    def bound(self, name: str, count: int) -> list[dict[str, Any]]:
-        """Waits until ``count`` live pods of ``name`` are bound (and no other is live)."""
-
-        def ready() -> bool:
-            live = self.pods(name)
-            return len(live) == count and all(p["spec"].get("nodeName") for p in live)
-
-        wait_until(f"{count} pod(s) of {name} bound", ready, timeout=120)
-        return self.pods(name)
-
-    def delete_all(self) -> None:
-        for item in self.objects.list_namespaced_custom_object(
-            *INFERENCESERVICES, self.namespace, INFERENCESERVICE_PLURAL
-        )["items"]:
-            self.objects.delete_namespaced_custom_object(
-                *INFERENCESERVICES, self.namespace, INFERENCESERVICE_PLURAL,
-                item["metadata"]["name"],
-            )  # fmt: skip
-        # The Deployments go with them (owned); the namespace's clean-up then finds no
-        # controller making pods again.
-        wait_until(
-            "the InferenceServices' Deployments gone",
-            lambda: not kube.apps(self.api).list_namespaced_deployment(self.namespace).items,
-            timeout=60,
-        )
-
-
-@pytest.fixture
-def services(kserve: KServe, api: Any, namespace: str, tmp_path: Path) -> Iterator[Services]:
-    made = Services(api, namespace, tmp_path)
-    yield made
-    made.delete_all()
 
 
 def refusal(err: client.ApiException) -> str:
